@@ -1,0 +1,31 @@
+# radiodet: survey images and catalogues -> machine-learning datasets.
+#
+#   snakemake --cores 2                         # the bundled SDC1 demo
+#   snakemake --cores 2 --configfile config/sdc1.yaml
+#   snakemake --profile slurm                   # on a cluster (see README)
+#
+# Each stage is one file in workflow/rules; the logic lives in the Python
+# package under src/radiodet, called by the thin scripts in workflow/scripts.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/ingest.smk"
+include: "workflow/rules/cutouts.smk"
+include: "workflow/rules/index.smk"
+include: "workflow/rules/filter.smk"
+include: "workflow/rules/boxes.smk"
+include: "workflow/rules/coco.smk"
+include: "workflow/rules/preview.smk"
+
+
+rule all:
+    input:
+        get_final_targets(),
+    default_target: True

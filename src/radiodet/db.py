@@ -1,0 +1,241 @@
+"""Database connections: a configured PostGIS, or a private one started here.
+
+Where the connection comes from, in order:
+
+1. ``database.url`` in the config, e.g. ``postgresql://user@host:5432/db``;
+   it must not contain a password: libpq reads that from ``PGPASSWORD``,
+   ``~/.pgpass`` or a service file (``PGSERVICEFILE``);
+2. the standard libpq variables (``PGHOST``, ``PGSERVICE``, ``PGDATABASE``,
+   ...) when any of them is set;
+3. otherwise a private PostgreSQL + PostGIS server: a fresh cluster under
+   ``database.private_dir`` (default ``results/postgis``), directory mode 0700,
+   listening on a Unix socket in a 0700 directory and never on TCP, started
+   for the job that needs it and stopped after it. Jobs on one machine take
+   turns through a file lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import getpass
+import glob
+import hashlib
+import logging
+import os
+import pwd
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from .errors import ConfigError
+
+__all__ = ["connection_url", "private_server", "engine_for", "validate_identifier", "DatabaseUnavailable"]
+
+log = logging.getLogger(__name__)
+
+LIBPQ_VARIABLES = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE")
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+#: Unix socket paths are limited to 107 bytes; leave room for "/.s.PGSQL.5432".
+_MAX_SOCKET_DIR = 90
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database cannot be reached or started; the message says why."""
+
+
+def validate_identifier(name: str, what: str = "identifier") -> str:
+    """Return ``name`` if it is a safe lower-case SQL identifier, else raise."""
+    if not isinstance(name, str) or not _IDENTIFIER.match(name):
+        raise ConfigError(f"{what} {name!r} must match {_IDENTIFIER.pattern} (lower-case letters, digits, _)")
+    return name
+
+
+def redact(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for logs)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparsable database url>"
+
+
+def connection_url(config_url: str | None, environ=os.environ) -> str | None:
+    """The SQLAlchemy URL to use, or None when a private server is needed."""
+    if config_url:
+        try:
+            url = make_url(config_url)
+        except Exception as exc:
+            raise ConfigError(f"database.url is not a valid URL: {exc}") from None
+        if url.password is not None:
+            raise ConfigError("database.url must not contain a password: put it in PGPASSWORD, ~/.pgpass or a "
+                              "libpq service file, which are read at connection time")
+        if not url.drivername.startswith("postgresql"):
+            raise ConfigError(f"database.url must be a postgresql:// URL, got {url.drivername}://")
+        return url.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
+    if any(environ.get(v) for v in LIBPQ_VARIABLES):
+        # An empty URL lets libpq take host, port, user, database and service
+        # from the environment, and the password from PGPASSWORD or .pgpass.
+        return "postgresql+psycopg2://"
+    return None
+
+
+def engine_for(url: str) -> sa.Engine:
+    """An engine for ``url``; :class:`DatabaseUnavailable` if it cannot connect."""
+    engine = sa.create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except sa.exc.OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise DatabaseUnavailable(f"cannot connect to the database {redact(url)}: {reason}") from None
+    return engine
+
+
+# --------------------------------------------------------------------------
+# private server
+
+
+def _postgres_bindir(configured: str | None) -> Path:
+    if configured:
+        path = Path(configured)
+        if not (path / "pg_ctl").exists():
+            raise DatabaseUnavailable(f"database.postgres_bin {path} holds no pg_ctl")
+        return path
+    found = shutil.which("pg_ctl")
+    if found:
+        # resolve symlinks (/usr/local/bin/pg_ctl -> /usr/lib/postgresql/15/bin)
+        return Path(found).resolve().parent
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"),
+                        key=lambda p: int(re.search(r"/(\d+)/bin", p).group(1)), reverse=True)
+    if candidates:
+        return Path(candidates[0]).parent
+    raise DatabaseUnavailable("no PostgreSQL server binaries found (pg_ctl): install them (Debian: "
+                              "postgresql-15-postgis-3), set database.postgres_bin, or set database.url / PG* "
+                              "variables to use an existing PostGIS")
+
+
+def _check_postgis(bindir: Path) -> None:
+    pg_config = bindir / "pg_config"
+    share = None
+    if pg_config.exists():
+        sharedir = subprocess.run([str(pg_config), "--sharedir"], capture_output=True, text=True)
+        share = Path(sharedir.stdout.strip()) if sharedir.returncode == 0 else None
+    if share is None:  # Debian layout: /usr/lib/postgresql/15/bin -> /usr/share/postgresql/15
+        share = Path("/usr/share/postgresql") / bindir.parent.name
+    if not (share / "extension" / "postgis.control").exists():
+        raise DatabaseUnavailable(f"PostGIS is not installed for the PostgreSQL in {bindir} (no "
+                                  "extension/postgis.control): install postgresql-<version>-postgis-3")
+
+
+class _Runner:
+    """Runs server commands as the ``postgres`` user when we are root."""
+
+    def __init__(self):
+        self.as_root = os.geteuid() == 0
+        if self.as_root:
+            try:
+                entry = pwd.getpwnam("postgres")
+            except KeyError:
+                raise DatabaseUnavailable("running as root, but there is no 'postgres' user to run the server "
+                                          "(PostgreSQL refuses to run as root)") from None
+            self.uid, self.gid, self.user = entry.pw_uid, entry.pw_gid, "postgres"
+        else:
+            self.uid, self.gid, self.user = os.getuid(), os.getgid(), getpass.getuser()
+
+    def run(self, args: list[str], **kwargs) -> subprocess.CompletedProcess:
+        cmd = (["runuser", "-u", "postgres", "--"] + args) if self.as_root else args
+        return subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+
+    def own(self, path: Path) -> None:
+        if self.as_root:
+            os.chown(path, self.uid, self.gid)
+
+
+def _private_dir(path: Path, runner: _Runner) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    runner.own(path)
+
+
+@contextlib.contextmanager
+def private_server(root: str | Path, *, postgres_bin: str | None = None) -> Iterator[str]:
+    """Start (or reuse) a private PostGIS cluster in ``root``; yield its URL.
+
+    The cluster directory and the socket directory have mode 0700 and belong
+    to the server's user; the server listens on no TCP address. Authentication
+    is ``trust`` on the socket only, which nobody but that user (and root)
+    can reach. The server is stopped when the block exits, also on error.
+    """
+    root = Path(root).resolve()
+    bindir = _postgres_bindir(postgres_bin)
+    _check_postgis(bindir)
+    runner = _Runner()
+    root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o700)
+    lock_path = root / "lock"
+    with open(lock_path, "a") as lock:
+        log.info("waiting for the private PostGIS lock %s", lock_path)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        runner.own(root)
+        datadir = root / "data"
+        socket_dir = root / "socket"
+        if len(str(socket_dir)) > _MAX_SOCKET_DIR:
+            digest = hashlib.sha1(str(root).encode()).hexdigest()[:12]
+            socket_dir = Path(tempfile.gettempdir()) / f"radiodet-pg-{digest}"
+        _private_dir(socket_dir, runner)
+        if not (datadir / "PG_VERSION").exists():
+            if datadir.exists():
+                shutil.rmtree(datadir)  # a half-made cluster from an interrupted initdb
+            _private_dir(datadir, runner)
+            log.info("initialising a private PostgreSQL cluster in %s", datadir)
+            done = runner.run([str(bindir / "initdb"), "-D", str(datadir), "--auth=trust", "--encoding=UTF8",
+                               "--no-instructions", "-U", runner.user])
+            if done.returncode:
+                shutil.rmtree(datadir, ignore_errors=True)
+                raise DatabaseUnavailable(f"initdb failed in {datadir}: {done.stderr.strip() or done.stdout.strip()}")
+        options = f"-c listen_addresses='' -c unix_socket_directories='{socket_dir}' -c fsync=off"
+        logfile = root / "server.log"
+        if runner.as_root and not logfile.exists():
+            logfile.touch(mode=0o600)
+            runner.own(logfile)
+        started = runner.run([str(bindir / "pg_ctl"), "-D", str(datadir), "-l", str(logfile), "-o", options,
+                              "-w", "-t", "60", "start"])
+        if started.returncode:
+            tail = logfile.read_text(errors="replace")[-2000:] if logfile.exists() else ""
+            raise DatabaseUnavailable(f"the private PostgreSQL server did not start: {started.stderr.strip()}\n{tail}")
+        log.info("private PostgreSQL server started (socket in %s, no TCP)", socket_dir)
+        url = f"postgresql+psycopg2://{runner.user}@/postgres?host={socket_dir}"
+        try:
+            yield url
+        finally:
+            stopped = runner.run([str(bindir / "pg_ctl"), "-D", str(datadir), "-m", "fast", "-w", "stop"])
+            if stopped.returncode:
+                log.warning("stopping the private server failed: %s", stopped.stderr.strip())
+            else:
+                log.info("private PostgreSQL server stopped")
+
+
+@contextlib.contextmanager
+def database(config_url: str | None, *, private_dir: str | Path, postgres_bin: str | None = None) -> Iterator[sa.Engine]:
+    """An engine from config / environment, or from a private server."""
+    url = connection_url(config_url)
+    if url is not None:
+        log.info("using the database %s", redact(url) if url != "postgresql+psycopg2://" else "from PG* variables")
+        engine = engine_for(url)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
+        return
+    with private_server(private_dir, postgres_bin=postgres_bin) as private_url:
+        engine = engine_for(private_url)
+        try:
+            yield engine
+        finally:
+            engine.dispose()

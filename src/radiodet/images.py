@@ -1,0 +1,194 @@
+"""Open survey FITS images without reading them into memory.
+
+:func:`open_image` returns a :class:`SkyImage`: a memory-mapped 2-D view of
+the sky plane (the first plane of STOKES / FREQ axes unless told otherwise),
+its celestial WCS, the restoring beam and the observing frequency.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS, FITSFixedWarning
+
+from .errors import ImageError
+
+__all__ = ["SkyImage", "open_image", "Beam", "celestial_wcs"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Beam:
+    """Restoring beam: FWHM in arcsec, PA in degrees east of north."""
+
+    major: float
+    minor: float
+    pa: float
+
+    @classmethod
+    def from_header(cls, header: fits.Header, path=None) -> "Beam":
+        if "BMAJ" not in header or "BMIN" not in header:
+            raise ImageError(path, "no BMAJ/BMIN beam keywords in the FITS header; set the beam in the config")
+        return cls(float(header["BMAJ"]) * 3600.0, float(header["BMIN"]) * 3600.0, float(header.get("BPA", 0.0)))
+
+    def header_cards(self) -> dict[str, tuple[float, str]]:
+        return {"BMAJ": (self.major / 3600.0, "[deg] restoring beam FWHM, major axis"),
+                "BMIN": (self.minor / 3600.0, "[deg] restoring beam FWHM, minor axis"),
+                "BPA": (self.pa, "[deg] restoring beam PA, east of north")}
+
+
+def _full_wcs(header: fits.Header, path=None) -> WCS:
+    with warnings.catch_warnings():
+        # 'datfix' and similar notes about non-standard but harmless keywords
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        try:
+            return WCS(header)
+        except Exception as exc:  # astropy raises several types for broken WCS
+            raise ImageError(path, f"cannot parse the WCS: {exc}") from None
+
+
+def celestial_wcs(header: fits.Header, path=None) -> WCS:
+    """The 2-D celestial WCS of ``header``; :class:`ImageError` if it has none."""
+    wcs = _full_wcs(header, path)
+    if not wcs.has_celestial:
+        raise ImageError(path, "the header has no celestial WCS (RA/Dec axes)")
+    cel = wcs.celestial
+    if cel.naxis != 2:
+        raise ImageError(path, f"expected 2 celestial axes, found {cel.naxis}")
+    return cel
+
+
+@dataclass
+class SkyImage:
+    """A 2-D sky plane of a FITS image, memory-mapped.
+
+    ``data[y, x]`` is pixel (x, y) in 0-based FITS array order (row 0 is the
+    first row stored in the file, the bottom row in a north-up display).
+    """
+
+    path: Path
+    data: np.ndarray
+    wcs: WCS
+    header: fits.Header
+    beam: Beam | None
+    frequency_hz: float | None
+    bunit: str
+    bscale: float = 1.0
+    bzero: float = 0.0
+    blank: int | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.data.shape  # (ny, nx)
+
+    def read(self, y0: int, y1: int, x0: int = 0, x1: int | None = None) -> np.ndarray:
+        """Rows [y0, y1) and columns [x0, x1) as native-endian float32."""
+        raw = np.asarray(self.data[y0:y1, x0:x1])
+        block = raw.astype(np.float32)
+        if self.blank is not None and raw.dtype.kind in "iu":
+            block[raw == self.blank] = np.nan
+        if self.bscale != 1.0 or self.bzero != 0.0:
+            block = block * np.float32(self.bscale) + np.float32(self.bzero)
+        return block
+
+
+def _frequency(header: fits.Header) -> float | None:
+    for axis in range(1, int(header.get("NAXIS", 0)) + 1):
+        ctype = str(header.get(f"CTYPE{axis}", "")).upper()
+        if ctype.startswith("FREQ"):
+            crval = float(header.get(f"CRVAL{axis}", np.nan))
+            crpix = float(header.get(f"CRPIX{axis}", 1.0))
+            cdelt = float(header.get(f"CDELT{axis}", 0.0))
+            # frequency of the first plane (1-based FITS pixel 1)
+            return crval + (1.0 - crpix) * cdelt
+    for key in ("FREQ", "RESTFRQ", "RESTFREQ"):
+        if key in header:
+            return float(header[key])
+    return None
+
+
+@contextlib.contextmanager
+def open_image(path: str | Path, *, plane: tuple[int, ...] | None = None,
+               beam: Beam | None = None) -> Iterator[SkyImage]:
+    """Open the first image HDU of ``path`` memory-mapped.
+
+    Parameters
+    ----------
+    plane : tuple of int, optional
+        Indices of the non-celestial axes, outermost first (numpy order), e.g.
+        ``(0, 0)`` for STOKES=1, FREQ=1 of a 4-D cube. Defaults to the first
+        plane of every extra axis.
+    beam : Beam, optional
+        Overrides the header's BMAJ/BMIN/BPA. Without either, ``beam`` is None.
+
+    Raises
+    ------
+    ImageError
+        The file is missing, truncated, has no image data, no celestial WCS,
+        or celestial axes that are not the two fastest-varying (NAXIS1/2).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(path, "image file not found")
+    with warnings.catch_warnings():
+        # BLANK on float data is meaningless and ignored by FITS (SDC1 has it)
+        warnings.filterwarnings("ignore", message=".*BLANK.*")
+        with _open_sky_plane(path, plane, beam) as image:
+            yield image
+
+
+@contextlib.contextmanager
+def _open_sky_plane(path: Path, plane, beam) -> Iterator[SkyImage]:
+    try:
+        # Scaling (BSCALE/BZERO) is applied per block in SkyImage.read, so
+        # that astropy never materialises a scaled copy of the whole image.
+        hdul = fits.open(path, memmap=True, lazy_load_hdus=True, do_not_scale_image_data=True)
+    except Exception as exc:
+        raise ImageError(path, f"not a readable FITS file: {exc}") from None
+    try:
+        hdu = next((h for h in hdul if h.is_image and h.header.get("NAXIS", 0) >= 2), None)
+        if hdu is None:
+            raise ImageError(path, "no image HDU with at least 2 axes")
+        header = hdu.header
+        wcs = celestial_wcs(header, path)
+        axis_types = _full_wcs(header, path).get_axis_types() if header["NAXIS"] > 2 else None
+        if axis_types is not None:
+            cel_axes = [i for i, t in enumerate(axis_types) if t["coordinate_type"] == "celestial"]
+            if cel_axes != [0, 1]:
+                raise ImageError(path, f"celestial axes must be NAXIS1/NAXIS2, found axes {[a + 1 for a in cel_axes]}")
+        nx, ny = int(header["NAXIS1"]), int(header["NAXIS2"])
+        info = hdu.fileinfo() or {}
+        expected = int(info.get("datLoc", 0)) + int(np.prod([int(header[f"NAXIS{i}"]) for i in range(1, header["NAXIS"] + 1)])) * abs(int(header["BITPIX"])) // 8
+        size = path.stat().st_size
+        if expected > size:
+            raise ImageError(path, f"truncated FITS file: the header promises {expected} bytes, the file has {size}")
+        try:
+            data = hdu.data
+        except Exception as exc:
+            raise ImageError(path, f"cannot read the image data: {exc}") from None
+        if data is None:
+            raise ImageError(path, "the image HDU holds no data")
+        extra = data.ndim - 2
+        index = tuple(plane) if plane is not None else (0,) * extra
+        if len(index) != extra:
+            raise ImageError(path, f"plane {index} does not match the {extra} non-celestial axes of shape {data.shape}")
+        sky = data[index] if extra else data
+        if sky.shape != (ny, nx):
+            raise ImageError(path, f"unexpected data shape {data.shape}")
+        if beam is None and "BMAJ" in header:
+            beam = Beam.from_header(header, path)
+        image = SkyImage(path=path, data=sky, wcs=wcs, header=header, beam=beam,
+                         frequency_hz=_frequency(header), bunit=str(header.get("BUNIT", "")).strip(),
+                         bscale=float(header.get("BSCALE", 1.0)), bzero=float(header.get("BZERO", 0.0)),
+                         blank=int(header["BLANK"]) if "BLANK" in header and int(header["BITPIX"]) > 0 else None)
+        yield image
+    finally:
+        hdul.close()

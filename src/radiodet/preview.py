@@ -1,0 +1,127 @@
+"""Pictures for people: cutouts with their boxes, and dataset statistics.
+
+Previews are drawn north up (matplotlib ``origin='lower'``, as a radio
+astronomer expects), unlike the stored PNG views, which keep FITS row order.
+The boxes are drawn in the same continuous coordinates as COCO, so what you
+see is exactly what is in the annotation files.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+from .atomic import atomic_directory, atomic_path  # noqa: E402
+
+__all__ = ["choose_cutouts", "draw_cutout", "write_previews", "plot_statistics"]
+
+log = logging.getLogger(__name__)
+
+_COLOURS = ["#e41a1c", "#377eb8", "#4daf4a", "#ff7f00", "#984ea3", "#a65628", "#f781bf", "#999999"]
+
+
+def choose_cutouts(manifest: pd.DataFrame, boxes: pd.DataFrame, n: int) -> list[str]:
+    """Up to ``n`` cutouts: per split in turn, the ones with the most boxes."""
+    counts = boxes.groupby("cutout_id").size()
+    ranked = {split: (manifest[manifest["split"] == split]
+                      .assign(n=lambda d: d["cutout_id"].map(counts).fillna(0))
+                      .sort_values(["n", "cutout_id"], ascending=[False, True])["cutout_id"].tolist())
+              for split in ("train", "val", "test")}
+    chosen: list[str] = []
+    while len(chosen) < n and any(ranked.values()):
+        for split in ("train", "val", "test"):
+            if ranked[split] and len(chosen) < n:
+                chosen.append(ranked[split].pop(0))
+    return chosen
+
+
+def draw_cutout(image: np.ndarray, boxes: pd.DataFrame, classes: dict[int, str], title: str, path: str | Path) -> None:
+    """Save a PNG of ``image`` (scaled [0, 1], FITS row order) with its boxes."""
+    height, width = image.shape
+    fig, ax = plt.subplots(figsize=(6.4, 6.8), dpi=110)
+    ax.imshow(image, origin="lower", cmap="gray", extent=(0, width, 0, height), interpolation="nearest",
+              vmin=0, vmax=1)
+    handles = {}
+    for box in boxes.itertuples():
+        colour = _COLOURS[(int(box.class_id) - 1) % len(_COLOURS)]
+        patch = Rectangle((box.bbox_x, box.bbox_y), box.bbox_w, box.bbox_h, fill=False, lw=0.8, ec=colour)
+        ax.add_patch(patch)
+        handles.setdefault(int(box.class_id), patch)
+    if handles:
+        ax.legend(list(handles.values()), [classes.get(k, str(k)) for k in handles], loc="upper right",
+                  fontsize=7, framealpha=0.6)
+    ax.set_xlim(0, width)
+    ax.set_ylim(0, height)
+    ax.set_xlabel("x [pixel] (RA decreases to the right)")
+    ax.set_ylabel("y [pixel] (north up)")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def write_previews(boxes_path: str | Path, manifest_paths: dict[str, str | Path], views_dirs: dict[str, str | Path],
+                   out_dir: str | Path, *, classes: dict[int, str], n: int = 6) -> list[str]:
+    """Draw ``n`` cutouts with their boxes into ``out_dir`` (atomically)."""
+    boxes = pd.read_parquet(boxes_path)
+    manifest = pd.concat([pd.read_parquet(p) for p in manifest_paths.values()], ignore_index=True)
+    chosen = choose_cutouts(manifest, boxes, n)
+    with atomic_directory(out_dir) as tmp:
+        for cutout_id in chosen:
+            row = manifest.set_index("cutout_id").loc[cutout_id]
+            views = Path(views_dirs[row["field"]])
+            npy = views / f"{cutout_id}.npy"
+            if npy.exists():
+                image = np.load(npy)
+            else:
+                from PIL import Image
+                image = np.asarray(Image.open(views / f"{cutout_id}.png"), dtype=np.float32) / 255.0
+            mine = boxes[boxes["cutout_id"] == cutout_id]
+            title = f"{cutout_id} ({row['split']}): {len(mine)} boxes, parent x0={row['x0']} y0={row['y0']}"
+            draw_cutout(image, mine, classes, title, tmp / f"{cutout_id}.png")
+    log.info("drew %d previews into %s", len(chosen), out_dir)
+    return chosen
+
+
+def plot_statistics(boxes_path: str | Path, filtered_path: str | Path, path: str | Path, *, k: float,
+                    classes: dict[int, str]) -> None:
+    """One PNG: SNR histogram (all vs kept), box sizes, counts per split and class."""
+    boxes = pd.read_parquet(boxes_path)
+    filtered = pd.read_parquet(filtered_path, columns=["snr", "keep"])
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), dpi=100)
+    snr = filtered["snr"].to_numpy(float)
+    snr = snr[np.isfinite(snr) & (snr > 0)]
+    bins = np.logspace(np.log10(max(snr.min(), 1e-2)), np.log10(snr.max()), 60) if snr.size else 10
+    axes[0].hist(snr, bins=bins, color="0.6", label="all (source, cutout) pairs")
+    axes[0].hist(filtered.loc[filtered["keep"], "snr"], bins=bins, color="C0", label=f"kept (SNR >= {k:g})")
+    axes[0].axvline(k, color="k", ls="--", lw=1)
+    axes[0].set(xscale="log", yscale="log", xlabel="SNR", ylabel="pairs", title="Signal-to-noise")
+    axes[0].legend(fontsize=8)
+    size = np.maximum(boxes["bbox_w"], boxes["bbox_h"])
+    axes[1].hist(size, bins=np.logspace(np.log10(max(size.min(), 0.5)), np.log10(size.max() + 1), 50) if len(boxes) else 10,
+                 color="C1")
+    axes[1].set(xscale="log", yscale="log", xlabel="box size max(w, h) [pixel]", ylabel="boxes",
+                title=f"Box sizes (median {np.median(size) if len(boxes) else float('nan'):.2f} px)")
+    table = boxes.groupby(["split", "class_id"]).size().unstack(fill_value=0) if len(boxes) else pd.DataFrame()
+    bottom = np.zeros(len(table))
+    for i, class_id in enumerate(table.columns):
+        axes[2].bar(table.index, table[class_id], bottom=bottom, label=classes.get(int(class_id), str(class_id)),
+                    color=_COLOURS[(int(class_id) - 1) % len(_COLOURS)])
+        bottom += table[class_id].to_numpy()
+    for x, total in zip(table.index, bottom):
+        axes[2].text(x, total, f"{int(total)}", ha="center", va="bottom", fontsize=8)
+    axes[2].set(ylabel="annotations", title="Annotations per split and class")
+    axes[2].legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

@@ -1,0 +1,121 @@
+"""The one catalogue schema every survey reader produces, and Parquet helpers.
+
+Every ``results/<survey>/catalogue/sources.parquet`` has the columns below, in
+this order, followed by the catalogue's original columns prefixed ``orig_``
+(kept unchanged, for provenance). Units are stored in the Parquet field
+metadata (key ``unit``, an astropy unit string) next to a ``description``;
+:func:`read_units` reads them back.
+
+====================  =======  ========  =======================================
+column                type     unit      meaning
+====================  =======  ========  =======================================
+source_id             int64              unique id within the catalogue
+ra                    float64  deg       right ascension, ICRS/FK5 J2000, in
+                                         [0, 360); the position the source's
+                                         box is centred on (SDC1: centroid)
+dec                   float64  deg       declination, in [-90, 90]
+ra_core               float64  deg       core position (SDC1); = ra otherwise
+dec_core              float64  deg
+flux                  float64  Jy        integrated flux density, as the
+                                         catalogue gives it (SDC1: true, not
+                                         attenuated by the primary beam)
+peak_flux             float64  Jy/beam   catalogued peak brightness; NaN where
+                                         the catalogue has none (SDC1)
+major_fwhm            float64  arcsec    intrinsic (beam-deconvolved) Gaussian
+                                         FWHM along the major axis
+minor_fwhm            float64  arcsec    same along the minor axis
+pa                    float64  deg       major-axis position angle EAST OF
+                                         NORTH, folded into [0, 180)
+size_class            int8               how the catalogue defined its sizes:
+                                         1 largest angular size, 2 Gaussian
+                                         FWHM, 3 exponential scale length
+class_id              int16              class label (survey's own codes; names
+                                         from the config ``classes`` mapping)
+====================  =======  ========  =======================================
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .atomic import atomic_path
+
+__all__ = ["SOURCE_COLUMNS", "source_schema", "write_parquet", "read_units", "read_parquet_metadata"]
+
+#: name -> (arrow type, unit, description), in file order.
+SOURCE_COLUMNS: dict[str, tuple[pa.DataType, str, str]] = {
+    "source_id": (pa.int64(), "", "unique source id within the catalogue"),
+    "ra": (pa.float64(), "deg", "right ascension in [0, 360); box centre (SDC1: centroid)"),
+    "dec": (pa.float64(), "deg", "declination"),
+    "ra_core": (pa.float64(), "deg", "right ascension of the core in [0, 360)"),
+    "dec_core": (pa.float64(), "deg", "declination of the core"),
+    "flux": (pa.float64(), "Jy", "integrated flux density (primary-beam corrected)"),
+    "peak_flux": (pa.float64(), "Jy/beam", "catalogued peak brightness, NaN if unknown"),
+    "major_fwhm": (pa.float64(), "arcsec", "intrinsic Gaussian FWHM, major axis"),
+    "minor_fwhm": (pa.float64(), "arcsec", "intrinsic Gaussian FWHM, minor axis"),
+    "pa": (pa.float64(), "deg", "major-axis position angle east of north, in [0, 180)"),
+    "size_class": (pa.int8(), "", "catalogue size definition: 1 LAS, 2 Gaussian FWHM, 3 exponential scale length"),
+    "class_id": (pa.int16(), "", "class label code"),
+}
+
+SCHEMA_VERSION = "1"
+
+
+def _field(name: str, dtype: pa.DataType, unit: str, description: str) -> pa.Field:
+    return pa.field(name, dtype, metadata={"unit": unit, "description": description})
+
+
+def source_schema(extra: dict[str, tuple[pa.DataType, str, str]] | None = None) -> pa.Schema:
+    """Arrow schema of the catalogue table (documented columns + ``extra``)."""
+    fields = [_field(n, *spec) for n, spec in SOURCE_COLUMNS.items()]
+    fields += [_field(n, *spec) for n, spec in (extra or {}).items()]
+    return pa.schema(fields)
+
+
+def write_parquet(df: pd.DataFrame, path: str | Path, *, columns: dict[str, tuple[pa.DataType, str, str]] | None = None,
+                  metadata: dict | None = None) -> None:
+    """Write ``df`` to ``path`` atomically with units in the field metadata.
+
+    Parameters
+    ----------
+    columns : dict, optional
+        ``name -> (arrow type, unit, description)`` for columns to type and
+        document; other columns keep pandas' inferred type and get no unit.
+    metadata : dict, optional
+        JSON-serialisable file-level metadata, stored under ``radiodet``.
+    """
+    columns = columns or {}
+    fields = []
+    for name in df.columns:
+        if name in columns:
+            fields.append(_field(name, *columns[name]))
+        else:
+            inferred = pa.Schema.from_pandas(df[[name]], preserve_index=False).field(name)
+            fields.append(inferred)
+    schema = pa.schema(fields, metadata={"radiodet": json.dumps({"schema_version": SCHEMA_VERSION, **(metadata or {})})})
+    table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def read_units(path: str | Path) -> dict[str, str]:
+    """Column -> unit string from a Parquet file written by :func:`write_parquet`."""
+    schema = pq.read_schema(path)
+    units = {}
+    for field in schema:
+        meta = field.metadata or {}
+        if b"unit" in meta:
+            units[field.name] = meta[b"unit"].decode()
+    return units
+
+
+def read_parquet_metadata(path: str | Path) -> dict:
+    """The file-level ``radiodet`` metadata of a Parquet file (a dict)."""
+    meta = pq.read_schema(path).metadata or {}
+    raw = meta.get(b"radiodet")
+    return json.loads(raw) if raw else {}

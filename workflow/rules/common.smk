@@ -1,0 +1,81 @@
+# Configuration, the field table, wildcard constraints and input functions.
+
+import os
+import re
+from pathlib import Path
+
+import pandas as pd
+from snakemake.utils import validate
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+# The scripts import the radiodet package from src/ (also inside conda envs
+# and on cluster nodes: jobs inherit the environment of the submitting run).
+_SRC = str(Path(workflow.basedir) / "src")
+if _SRC not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, os.environ.get("PYTHONPATH")) if p)
+
+SURVEY = config["survey"]
+RESULTS = f"results/{SURVEY}"
+
+FIELDS = pd.read_csv(config["fields"], sep="\t", dtype=str, keep_default_na=False, comment="#")
+FIELDS = FIELDS.set_index("field", drop=False)
+validate(FIELDS, schema="../schemas/fields.schema.yaml")
+if FIELDS.index.has_duplicates:
+    raise ValueError(f"{config['fields']}: duplicate field names {sorted(FIELDS.index[FIELDS.index.duplicated()])}")
+FIELD_NAMES = list(FIELDS.index)
+try:
+    CLASSES = {int(k): v for k, v in config["classes"].items()}
+except ValueError:
+    raise ValueError(f"config classes: the keys must be integer class codes, got {list(config['classes'])}") from None
+
+
+wildcard_constraints:
+    survey=re.escape(SURVEY),
+    field="|".join(re.escape(f) for f in FIELD_NAMES),
+
+
+def field_value(field, column):
+    """A field-table value, or None when the column is absent or empty."""
+    value = FIELDS.loc[field].get(column, "")
+    return value or None
+
+
+def get_image(wildcards):
+    return FIELDS.loc[wildcards.field, "image"]
+
+
+def get_manifests(wildcards):
+    return expand(f"{RESULTS}/cutouts/{{field}}/manifest.parquet", field=FIELD_NAMES)
+
+
+def get_views(wildcards):
+    return expand(f"{RESULTS}/views/{{field}}", field=FIELD_NAMES)
+
+
+def get_filter_maps(wildcards):
+    """rms maps and primary beams the filter needs, as named inputs."""
+    maps = {}
+    for field in FIELD_NAMES:
+        if config["filter"]["noise"] == "map" and field_value(field, "rms_map"):
+            maps[f"rms_{field}"] = field_value(field, "rms_map")
+        if config["filter"]["primary_beam"] and field_value(field, "primary_beam"):
+            maps[f"pb_{field}"] = field_value(field, "primary_beam")
+    return maps
+
+
+def by_field(paths):
+    """{field: path} from a list of per-field paths, in FIELD_NAMES order."""
+    return dict(zip(FIELD_NAMES, map(str, paths)))
+
+
+def get_final_targets():
+    targets = [
+        f"{RESULTS}/coco",
+        f"{RESULTS}/preview",
+        f"{RESULTS}/plots/dataset_statistics.png",
+    ]
+    if config["crosscheck"].get("activate"):
+        targets.append(f"{RESULTS}/crosscheck/crosscheck.json")
+    return targets

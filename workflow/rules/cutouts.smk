@@ -1,0 +1,46 @@
+# Stage 2: images -> FITS cutouts with their own WCS, a manifest, PNG/NPY views.
+
+
+rule cutouts:
+    """Cut one field's image into FITS cutouts laid out inside the split regions."""
+    input:
+        image=get_image,
+    output:
+        fits=directory(f"{RESULTS}/cutouts/{{field}}/fits"),
+        manifest=f"{RESULTS}/cutouts/{{field}}/manifest.parquet",
+        sample=f"{RESULTS}/cutouts/{{field}}/pixel_sample.npy",
+    params:
+        cutouts=config["cutouts"],
+        regions=config["split"]["regions"],
+        plane=config["image"]["plane"],
+        beam=config["image"]["beam"],
+    log:
+        f"{RESULTS}/logs/cutouts/{{field}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/cutouts/{{field}}.tsv"
+    resources:
+        mem_mb=2000,
+    conda:
+        "../envs/dataset.yaml"
+    script:
+        "../scripts/cutouts.py"
+
+
+rule views:
+    """PNG/NPY views of one field's cutouts, scaled over the whole field."""
+    input:
+        manifest=f"{RESULTS}/cutouts/{{field}}/manifest.parquet",
+        fits=f"{RESULTS}/cutouts/{{field}}/fits",
+        sample=f"{RESULTS}/cutouts/{{field}}/pixel_sample.npy",
+    output:
+        views=directory(f"{RESULTS}/views/{{field}}"),
+    params:
+        views=config["views"],
+    log:
+        f"{RESULTS}/logs/views/{{field}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/views/{{field}}.tsv"
+    conda:
+        "../envs/dataset.yaml"
+    script:
+        "../scripts/views.py"

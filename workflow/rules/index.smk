@@ -1,0 +1,23 @@
+# Stage 3: footprints and sources -> PostGIS, one set-based spatial join.
+
+
+rule index:
+    """Load sources and cutout footprints into PostGIS and assign sources to cutouts."""
+    input:
+        sources=f"{RESULTS}/catalogue/sources.parquet",
+        manifests=get_manifests,
+    output:
+        assignments=f"{RESULTS}/index/assignments.parquet",
+        summary=f"{RESULTS}/index/index.json",
+    params:
+        survey=SURVEY,
+        database=config["database"],
+        margin_px=config["index"]["margin_px"],
+    log:
+        f"{RESULTS}/logs/index.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/index.tsv"
+    conda:
+        "../envs/postgis.yaml"
+    script:
+        "../scripts/index.py"

@@ -1,0 +1,38 @@
+# Stage 1: catalogue -> typed Parquet with one documented schema.
+
+
+rule download:
+    """Fetch a configured input file (config `download`: path -> URL)."""
+    output:
+        "{path}",
+    wildcard_constraints:
+        path="|".join(re.escape(p) for p in config["download"]) or "(?!x)x",
+    params:
+        url=lambda wildcards: config["download"][wildcards.path],
+    log:
+        "results/downloads/{path}.log",
+    localrule: True
+    retries: 2
+    shell:
+        "curl --fail --location --silent --show-error --output {output}.part {params.url:q} 2> {log:q}"
+        " && mv {output:q}.part {output:q}"
+
+
+rule ingest:
+    """Read the survey catalogue, validate it and write the schema's Parquet."""
+    input:
+        catalogue=config["catalogue"]["path"],
+    output:
+        sources=f"{RESULTS}/catalogue/sources.parquet",
+        report=f"{RESULTS}/catalogue/ingest.json",
+    params:
+        format=config["catalogue"]["format"],
+        class_ids=sorted(CLASSES),
+    log:
+        f"{RESULTS}/logs/ingest.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/ingest.tsv"
+    conda:
+        "../envs/dataset.yaml"
+    script:
+        "../scripts/ingest.py"
