@@ -12,7 +12,12 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The default config is the bundled demo. A config given with --configfile
+# replaces it instead of being merged into it, so no demo setting leaks into
+# another survey's run.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"

@@ -150,10 +150,12 @@ def read_whitespace_table(path: str | Path, names: list[str], *, skip_lines: int
         raise CatalogueError(path, why if line > 0 else str(exc), row=line if line > 0 else None) from None
     bad = df.isna().any(axis=1).to_numpy()
     if bad.any():
-        index = int(np.flatnonzero(bad)[0])
-        missing = [c for c in names if pd.isna(df.iloc[index][c])]
-        raise CatalogueError(path, f"missing or NaN value in column(s) {', '.join(missing)}"
-                             f" ({int(bad.sum())} such rows)", row=_line_of_row(path, skip_lines, index))
+        line, why = _first_bad_line(path, skip_lines, names)  # a short line reads as trailing NaN
+        if line < 0:
+            index = int(np.flatnonzero(bad)[0])
+            missing = [c for c in names if pd.isna(df.iloc[index][c])]
+            line, why = _line_of_row(path, skip_lines, index), f"NaN value in column(s) {', '.join(missing)}"
+        raise CatalogueError(path, f"{why} ({int(bad.sum())} rows with missing or NaN values)", row=line)
     return df
 
 
@@ -300,14 +302,14 @@ def validate_sources(df: pd.DataFrame, path: str | Path, spec: CatalogueFormat, 
         bad = ~np.isfinite(df[col].to_numpy())
         if bad.any():
             fail(bad, f"{col} is not finite")
+    bad = ~np.isin(df["size_class"].to_numpy(), spec.size_classes)
+    if bad.any():
+        fail(bad, f"size class not one of {list(spec.size_classes)}")
     for col in ("major_fwhm", "minor_fwhm"):
         values = df[col].to_numpy()
         bad = ~np.isfinite(values) | (values < 0)
         if bad.any():
             fail(bad, f"{col} is negative or not finite")
-    bad = ~np.isin(df["size_class"].to_numpy(), spec.size_classes)
-    if bad.any():
-        fail(bad, f"size class not one of {list(spec.size_classes)}")
     ids = df["source_id"].to_numpy()
     dup = pd.Series(ids).duplicated(keep=False).to_numpy()
     if dup.any():

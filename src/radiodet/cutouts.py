@@ -200,13 +200,13 @@ def make_cutouts(image_path: str | Path, out_dir: str | Path, manifest_path: str
                         "rms_mad": rms, "median": median,
                     })
                     progress.advance()
+            if not rows:  # raised inside the block: the directory is discarded
+                raise ImageError(image.path, f"every cutout is NaN beyond max_nan_fraction="
+                                             f"{config.max_nan_fraction} (an all-NaN image?)")
         progress.finish()
         if dropped_nan:
             log.info("%d of %d tiles dropped: NaN fraction above %.2f", dropped_nan, len(tiles),
                      config.max_nan_fraction)
-        if not rows:
-            raise ImageError(image.path, f"every cutout is NaN beyond max_nan_fraction={config.max_nan_fraction}"
-                                         " (an all-NaN image?)")
         sample = np.concatenate(samples) if samples else np.empty(0, np.float32)
         sample = sample[np.isfinite(sample)].astype(np.float32)
         with atomic_path(sample_path, suffix=".npy") as tmp:

@@ -12,9 +12,11 @@ validate(config, schema="../schemas/config.schema.yaml")
 
 # The scripts import the radiodet package from src/ (also inside conda envs
 # and on cluster nodes: jobs inherit the environment of the submitting run).
+# PYTHONPATH is set here, not required from the user.
 _SRC = str(Path(workflow.basedir) / "src")
-if _SRC not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, os.environ.get("PYTHONPATH")) if p)
+_PYTHONPATH = os.environ.get("PYTHONPATH", "")
+if _SRC not in _PYTHONPATH.split(os.pathsep):
+    os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (_SRC, _PYTHONPATH) if p))
 
 SURVEY = config["survey"]
 RESULTS = f"results/{SURVEY}"

@@ -13,6 +13,8 @@ rule download:
         "results/downloads/{path}.log",
     localrule: True
     retries: 2
+    conda:
+        "../envs/download.yaml"
     shell:
         "curl --fail --location --silent --show-error --output {output}.part {params.url:q} 2> {log:q}"
         " && mv {output:q}.part {output:q}"

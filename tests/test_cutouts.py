@@ -1,0 +1,133 @@
+"""FITS cutouts: WCS, beam keywords, NaN regions, bad images, views."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from astropy.io import fits
+from astropy.wcs import WCS
+from PIL import Image
+
+from radiodet import images
+from radiodet.cutouts import CutoutConfig, make_cutouts, robust_rms
+from radiodet.errors import ImageError
+from radiodet.schema import read_parquet_metadata, read_units
+from radiodet.views import ViewConfig, field_interval, write_views
+
+from conftest import SDC1_IMAGE, gaussian_image, sky_header, write_image
+
+REGIONS = {"train": [{"x_max": 620, "y_max": 752}], "val": [{"x_max": 620, "y_min": 752}], "test": [{"x_min": 640}]}
+
+
+def _cut(tmp_path, image, **kwargs):
+    config = kwargs.pop("config", CutoutConfig(size=205))
+    manifest = make_cutouts(image, tmp_path / "fits", tmp_path / "manifest.parquet", tmp_path / "sample.npy",
+                            field="f", config=config, **kwargs)
+    return manifest
+
+
+def test_sdc1_4d_cutouts_carry_the_parent_wcs_beam_and_pixels(tmp_path):
+    manifest = _cut(tmp_path, SDC1_IMAGE, regions=REGIONS)
+    assert len(manifest) == 30 and set(manifest["split"]) == {"train", "val", "test"}
+    parent_header = fits.getheader(SDC1_IMAGE)
+    parent_wcs = WCS(parent_header).celestial
+    parent = fits.getdata(SDC1_IMAGE)[0, 0]
+    rng = np.random.default_rng(0)
+    for row in manifest.sample(5, random_state=1).itertuples():
+        with fits.open(tmp_path / row.file) as hdul:
+            header, data = hdul[0].header, hdul[0].data
+        assert data.shape == (205, 205) and header["NAXIS"] == 2
+        np.testing.assert_array_equal(data, parent[row.y0:row.y1, row.x0:row.x1])
+        assert header["BMAJ"] == pytest.approx(parent_header["BMAJ"]) and header["BUNIT"] == "JY/BEAM"
+        assert header["FREQ"] == pytest.approx(5.6e8)
+        assert (header["CUTX0"], header["CUTY0"]) == (row.x0, row.y0)
+        x, y = rng.uniform(-0.5, 204.5, 20), rng.uniform(-0.5, 204.5, 20)
+        ra_c, dec_c = WCS(header).pixel_to_world_values(x, y)
+        ra_p, dec_p = parent_wcs.pixel_to_world_values(x + row.x0, y + row.y0)
+        np.testing.assert_allclose(ra_c, ra_p, atol=1e-10)
+        np.testing.assert_allclose(dec_c, dec_p, atol=1e-10)
+    # RA 359.x: the field sits west of RA 0 and the manifest folds RA into [0, 360)
+    assert manifest["ra_center"].between(359.5, 360).all()
+    assert read_units(tmp_path / "manifest.parquet")["ra_center"] == "deg"
+    meta = read_parquet_metadata(tmp_path / "manifest.parquet")
+    assert meta["shape"] == [957, 1041] and meta["beam_arcsec"][0] == pytest.approx(1.5)
+
+
+def test_cutouts_read_the_image_in_bands_never_whole(tmp_path, monkeypatch):
+    calls = []
+    original = images.SkyImage.read
+
+    def spy(self, y0, y1, x0=0, x1=None):
+        calls.append((y1 - y0, (x1 if x1 is not None else self.shape[1]) - x0))
+        return original(self, y0, y1, x0, x1)
+
+    monkeypatch.setattr(images.SkyImage, "read", spy)
+    _cut(tmp_path, SDC1_IMAGE, regions=REGIONS)
+    assert calls and max(rows for rows, _ in calls) == 205
+
+
+def test_nan_regions_are_measured_and_mostly_nan_cutouts_dropped(tmp_path):
+    data = gaussian_image(300, 200, [], noise=1.0)
+    data[:, :100] = np.nan          # first column of tiles: all NaN
+    data[:100, 100:160] = np.nan    # second tile: 60 % NaN
+    data[:100, 200:210] = np.nan    # third tile: 10 % NaN
+    image = write_image(tmp_path / "nan.fits", data, sky_header(300, 200))
+    manifest = _cut(tmp_path, image, config=CutoutConfig(size=100, max_nan_fraction=0.5))
+    assert sorted(zip(manifest["x0"], manifest["y0"])) == [(100, 100), (200, 0), (200, 100)]
+    row = manifest[(manifest["x0"] == 200) & (manifest["y0"] == 0)].iloc[0]
+    assert row["nan_fraction"] == pytest.approx(0.1)
+    assert row["rms_mad"] == pytest.approx(1.0, rel=0.1)
+    assert np.isfinite(np.load(tmp_path / "sample.npy")).all()
+
+
+def test_all_nan_image_is_an_error_and_leaves_nothing(tmp_path):
+    image = write_image(tmp_path / "allnan.fits", np.full((100, 100), np.nan), sky_header(100, 100))
+    with pytest.raises(ImageError, match="all-NaN"):
+        _cut(tmp_path, image, config=CutoutConfig(size=50))
+    assert not (tmp_path / "fits").exists() and not (tmp_path / "manifest.parquet").exists()
+    assert not list(tmp_path.glob(".fits.*"))
+
+
+def test_truncated_fits_is_an_error_naming_the_file(tmp_path):
+    good = write_image(tmp_path / "good.fits", np.zeros((100, 100)), sky_header(100, 100))
+    truncated = tmp_path / "truncated.fits"
+    truncated.write_bytes(good.read_bytes()[:2880 + 5000])
+    with pytest.raises(ImageError, match="truncated") as err:
+        _cut(tmp_path, truncated, config=CutoutConfig(size=50))
+    assert str(truncated) in str(err.value)
+
+
+def test_image_without_celestial_wcs_is_an_error(tmp_path):
+    path = tmp_path / "nowcs.fits"
+    fits.PrimaryHDU(np.zeros((50, 50), np.float32)).writeto(path)
+    with pytest.raises(ImageError, match="no celestial WCS"):
+        _cut(tmp_path, path, config=CutoutConfig(size=50))
+
+
+def test_robust_rms_ignores_nan_and_outliers():
+    values = np.random.default_rng(3).normal(0, 2.0, 100_000)
+    values[:500] = 1e3
+    values[500:1000] = np.nan
+    rms, median = robust_rms(values)
+    assert rms == pytest.approx(2.0, rel=0.03) and median == pytest.approx(0.0, abs=0.05)
+
+
+def test_views_share_one_field_interval_and_keep_fits_row_order(tmp_path):
+    # a bright source at pixel (x=20, y=5) of the first tile, a faint field elsewhere
+    data = gaussian_image(200, 100, [(20, 5, 50.0), (150, 60, 5.0)], noise=1.0)
+    image = write_image(tmp_path / "img.fits", data, sky_header(200, 100))
+    _cut(tmp_path, image, config=CutoutConfig(size=100))
+    config = ViewConfig(interval="percentile", percentiles=(1.0, 99.0), stretch="linear")
+    write_views(tmp_path / "manifest.parquet", tmp_path / "sample.npy", tmp_path / "views", config)
+    vmin, vmax = field_interval(np.load(tmp_path / "sample.npy"), config)
+    left = np.load(tmp_path / "views" / "f_x00000_y00000.npy")
+    right = np.load(tmp_path / "views" / "f_x00100_y00000.npy")
+    # the same data value maps to the same grey in both cutouts
+    for view, raw in ((left, data[:, :100]), (right, data[:, 100:])):
+        expected = np.clip((raw - vmin) / (vmax - vmin), 0, 1)
+        np.testing.assert_allclose(view, expected, atol=1e-5)
+    png = np.asarray(Image.open(tmp_path / "views" / "f_x00000_y00000.png"))
+    assert png.dtype == np.uint8 and png.shape == (100, 100)
+    # row 0 of the PNG is FITS row 0 (unflipped): the source at y=5 is in PNG row 5
+    np.testing.assert_array_equal(png, np.round(left * 255).astype(np.uint8))
+    assert png[5, 20] == 255 and png[94, 20] < 255
+    assert (tmp_path / "views" / "scaling.json").exists()

@@ -1,0 +1,138 @@
+"""The k x rms filter on injected sources of known flux, and box geometry."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from radiodet.boxes import clip_boxes, make_boxes, n_sigma_for
+from radiodet.cutouts import CutoutConfig, make_cutouts
+from radiodet.filtering import filter_sources, sample_image
+from radiodet.geometry import FWHM_PER_SIGMA
+
+from conftest import gaussian_image, sky_header, write_image
+
+NOISE = 1e-5  # Jy/beam
+BEAM_ARCSEC = 1.5
+PIXEL_ARCSEC = 0.6
+
+
+def _source_table(header, rows):
+    """rows: (source_id, x, y, flux Jy, major", minor", pa) -> catalogue frame."""
+    wcs = WCS(header)
+    frame = pd.DataFrame(rows, columns=["source_id", "x", "y", "flux", "major_fwhm", "minor_fwhm", "pa"])
+    ra, dec = wcs.pixel_to_world_values(frame["x"], frame["y"])
+    frame["ra"], frame["dec"] = np.mod(ra, 360), dec
+    frame["peak_flux"] = np.nan
+    frame["class_id"] = np.int16(3)
+    return frame
+
+
+@pytest.fixture
+def injected(tmp_path):
+    """Point sources of 10, 4 and 2 sigma (peak = integrated flux) in 1e-5 Jy/beam noise."""
+    header = sky_header(200, 200, cdelt=PIXEL_ARCSEC / 3600, beam_arcsec=BEAM_ARCSEC)
+    fluxes = {1: 10 * NOISE, 2: 4 * NOISE, 3: 2 * NOISE}
+    positions = {1: (50.3, 60.7), 2: (120.0, 40.2), 3: (150.5, 150.5)}
+    data = gaussian_image(200, 200, [(*positions[i], fluxes[i]) for i in fluxes], noise=NOISE,
+                          beam_px=BEAM_ARCSEC / PIXEL_ARCSEC, seed=7)
+    image = write_image(tmp_path / "injected.fits", data, header)
+    make_cutouts(image, tmp_path / "fits", tmp_path / "m.parquet", tmp_path / "s.npy", field="inj",
+                 config=CutoutConfig(size=200))
+    sources = _source_table(header, [(i, *positions[i], fluxes[i], 0.0, 0.0, 0.0) for i in fluxes])
+    sources.to_parquet(tmp_path / "src.parquet")
+    pairs = pd.DataFrame({"source_id": list(fluxes), "cutout_id": "inj_x00000_y00000", "field": "inj"})
+    pairs.to_parquet(tmp_path / "pairs.parquet")
+    return tmp_path, header, data
+
+
+def test_k_sigma_filter_keeps_what_the_image_shows(injected):
+    path, header, data = injected
+    summary = filter_sources(path / "pairs.parquet", path / "src.parquet", {"inj": path / "m.parquet"},
+                             path / "snr.parquet", path / "snr.json", k=3.0)
+    snr = pd.read_parquet(path / "snr.parquet").set_index("source_id")
+    assert snr.loc[1, "rms"] == pytest.approx(NOISE, rel=0.05)
+    np.testing.assert_allclose(snr["snr"], [10, 4, 2], rtol=0.08)
+    assert snr["keep"].tolist() == [True, True, False]
+    assert summary["pairs_kept"] == 2 and summary["pairs"] == 3
+    # what the image itself says at the source: peak pixel / noise
+    assert data[61, 50] / NOISE == pytest.approx(snr.loc[1, "snr"], rel=0.15)
+
+
+def test_primary_beam_attenuates_catalogue_fluxes(injected, tmp_path):
+    path, header, _ = injected
+    pb = write_image(tmp_path / "pb.fits", np.full((200, 200), 0.5), header)
+    filter_sources(path / "pairs.parquet", path / "src.parquet", {"inj": path / "m.parquet"},
+                   path / "snr_pb.parquet", path / "snr_pb.json", k=3.0, primary_beams={"inj": pb})
+    snr = pd.read_parquet(path / "snr_pb.parquet").set_index("source_id")
+    np.testing.assert_allclose(snr["pb"], 0.5)
+    np.testing.assert_allclose(snr["snr"], [5, 2, 1], rtol=0.08)
+    assert snr["keep"].tolist() == [True, False, False]
+
+
+def test_integrated_snr_of_a_resolved_source_exceeds_its_peak_snr(tmp_path):
+    header = sky_header(100, 100, cdelt=PIXEL_ARCSEC / 3600)
+    image = write_image(tmp_path / "i.fits", gaussian_image(100, 100, [], noise=NOISE), header)
+    make_cutouts(image, tmp_path / "fits", tmp_path / "m.parquet", tmp_path / "s.npy", field="r",
+                 config=CutoutConfig(size=100))
+    # a 3" x 1.5" source with 1.5" beam: peak / integrated = 1.5^2 / (sqrt(3^2+1.5^2) * sqrt(1.5^2+1.5^2))
+    _source_table(header, [(1, 50, 50, 20 * NOISE, 3.0, 1.5, 45.0)]).to_parquet(tmp_path / "src.parquet")
+    pd.DataFrame({"source_id": [1], "cutout_id": ["r_x00000_y00000"], "field": ["r"]}).to_parquet(tmp_path / "p.parquet")
+    filter_sources(tmp_path / "p.parquet", tmp_path / "src.parquet", {"r": tmp_path / "m.parquet"},
+                   tmp_path / "o.parquet", tmp_path / "o.json", k=3.0, flux="integrated")
+    row = pd.read_parquet(tmp_path / "o.parquet").iloc[0]
+    ratio = 1.5**2 / (np.hypot(3.0, 1.5) * np.hypot(1.5, 1.5))
+    assert row["snr_peak"] / row["snr_integrated"] == pytest.approx(ratio, rel=1e-6)
+    assert row["snr"] == row["snr_integrated"]
+
+
+def test_boxes_centre_on_the_source_plus_half_a_pixel_with_the_analytic_size(tmp_path):
+    header = sky_header(100, 100, cdelt=PIXEL_ARCSEC / 3600)
+    image = write_image(tmp_path / "b.fits", np.zeros((100, 100)), header)
+    make_cutouts(image, tmp_path / "fits", tmp_path / "m.parquet", tmp_path / "s.npy", field="b",
+                 config=CutoutConfig(size=50))
+    # 6" x 2" at PA 30 deg east of north, in cutout (50, 50)-(100, 100) at its pixel (20.25, 10.75)
+    _source_table(header, [(7, 70.25, 60.75, 1e-3, 6.0, 2.0, 30.0),
+                           (8, 99.9, 99.9, 1e-3, 0.0, 0.0, 0.0)]).to_parquet(tmp_path / "src.parquet")
+    pd.DataFrame({"source_id": [7, 8], "cutout_id": "b_x00050_y00050", "field": "b", "snr": 50.0,
+                  "keep": True}).to_parquet(tmp_path / "snr.parquet")
+    summary = make_boxes(tmp_path / "snr.parquet", tmp_path / "src.parquet", {"b": tmp_path / "m.parquet"},
+                         tmp_path / "boxes.parquet", tmp_path / "boxes.json", extent="sigma", scale=2.5)
+    boxes = pd.read_parquet(tmp_path / "boxes.parquet").set_index("source_id")
+    box = boxes.loc[7]
+    assert (box["x"], box["y"]) == pytest.approx((20.25, 10.75), abs=1e-6)
+    assert box["bbox_x"] + box["bbox_w"] / 2 == pytest.approx(20.75, abs=1e-6)
+    assert box["bbox_y"] + box["bbox_h"] / 2 == pytest.approx(11.25, abs=1e-6)
+    # convolved with the 1.5" beam, in 0.6" pixels; PA 30 deg from north towards east (-x)
+    a = np.hypot(6.0, 1.5) / FWHM_PER_SIGMA / PIXEL_ARCSEC
+    b = np.hypot(2.0, 1.5) / FWHM_PER_SIGMA / PIXEL_ARCSEC
+    s, c = np.sin(np.deg2rad(30)), np.cos(np.deg2rad(30))
+    assert box["bbox_w"] == pytest.approx(2 * 2.5 * np.sqrt(a**2 * s**2 + b**2 * c**2), rel=1e-4)
+    assert box["bbox_h"] == pytest.approx(2 * 2.5 * np.sqrt(a**2 * c**2 + b**2 * s**2), rel=1e-4)
+    # in pixel coordinates the major axis points up and to the left (east = -x);
+    # north in pixels turns by ~0.002 deg 20 px from the reference pixel
+    # (meridians converge), which the WCS Jacobian follows
+    assert box["ellipse_angle"] == pytest.approx(120.0, abs=0.01)
+    # source 8 sits at the last pixel's centre: its box is clipped to ~1/4 and dropped
+    assert 8 not in boxes.index and summary["dropped_mostly_outside"] == 1
+
+
+def test_clip_boxes_fractions():
+    x0, y0, w, h, frac = clip_boxes(np.array([1.0, 50.0, -10.0]), np.array([50.0, 50.0, 50.0]),
+                                    np.array([2.0, 2.0, 2.0]), np.array([2.0, 2.0, 2.0]), 100, 100)
+    np.testing.assert_allclose(frac, [0.75, 1.0, 0.0])
+    assert (x0[0], w[0]) == (0.0, 3.0)
+
+
+def test_fwhm_extent_scale():
+    assert n_sigma_for("fwhm", 1.0) == pytest.approx(FWHM_PER_SIGMA / 2)
+    assert n_sigma_for("sigma", 3.0) == 3.0
+
+
+def test_sample_image_outside_is_nan(tmp_path):
+    header = sky_header(10, 10)
+    path = write_image(tmp_path / "m.fits", np.arange(100.0).reshape(10, 10), header)
+    ra, dec = WCS(header).pixel_to_world_values([2.0, 50.0], [3.0, 3.0])
+    values = sample_image(path, ra, dec)
+    assert values[0] == pytest.approx(32.0) and np.isnan(values[1])

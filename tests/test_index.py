@@ -1,0 +1,133 @@
+"""PostGIS index: RA wrap, one set-based join, idempotent re-indexing, connections."""
+
+import os
+import stat
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from radiodet.cutouts import CutoutConfig, make_cutouts
+from radiodet.db import DatabaseUnavailable, connection_url, engine_for, validate_identifier
+from radiodet.errors import ConfigError
+from radiodet.index import _footprints, build_index, load_and_assign
+from radiodet.schema import read_parquet_metadata
+
+from conftest import SDC1_IMAGE, SDC1_TRUTH, gaussian_image, sky_header, write_image
+
+pytestmark = pytest.mark.postgis
+
+
+def brute_force_assignment(sources: pd.DataFrame, manifest_path, margin_px: float) -> set:
+    """(source_id, cutout_id) pairs by pixel arithmetic, no database."""
+    manifest = pd.read_parquet(manifest_path)
+    wcs = WCS(fits.Header.fromstring(read_parquet_metadata(manifest_path)["wcs_header"]))
+    x, y = wcs.world_to_pixel_values(sources["ra"].to_numpy(), sources["dec"].to_numpy())
+    pairs = set()
+    for row in manifest.itertuples():
+        inside = ((x >= row.x0 - 0.5 - margin_px) & (x <= row.x1 - 0.5 + margin_px)
+                  & (y >= row.y0 - 0.5 - margin_px) & (y <= row.y1 - 0.5 + margin_px))
+        pairs |= {(int(s), row.cutout_id) for s in sources["source_id"].to_numpy()[inside]}
+    return pairs
+
+
+@pytest.fixture
+def field_across_ra_zero(tmp_path):
+    """A 400 x 300 image centred on RA 0: its middle column is RA 0/360."""
+    header = sky_header(400, 300, ra0=0.0, dec0=-30.0, cdelt=2.0 / 3600)
+    image = write_image(tmp_path / "zero.fits", gaussian_image(400, 300, [], noise=1.0), header)
+    make_cutouts(image, tmp_path / "fits", tmp_path / "manifest.parquet", tmp_path / "sample.npy", field="zero",
+                 config=CutoutConfig(size=100))
+    wcs = WCS(header)
+    rng = np.random.default_rng(5)
+    x, y = rng.uniform(-20, 420, 3000), rng.uniform(-20, 320, 3000)
+    ra, dec = wcs.pixel_to_world_values(x, y)
+    sources = pd.DataFrame({"source_id": np.arange(3000), "ra": np.mod(ra, 360.0), "dec": dec})
+    # sources right on both sides of RA 0, in the middle of the image
+    extra = pd.DataFrame({"source_id": [90001, 90002], "ra": [359.9999, 0.0001], "dec": [-30.0, -30.0]})
+    sources = pd.concat([sources, extra], ignore_index=True)
+    path = tmp_path / "sources.parquet"
+    sources.to_parquet(path)
+    return path, tmp_path / "manifest.parquet", sources
+
+
+def test_join_across_ra_zero_matches_pixel_arithmetic(field_across_ra_zero, postgis_url, tmp_path):
+    sources_path, manifest_path, sources = field_across_ra_zero
+    assert (sources["ra"] > 359).any() and (sources["ra"] < 1).any()
+    summary = build_index(sources_path, [manifest_path], tmp_path / "a.parquet", tmp_path / "a.json", survey="wrap",
+                          database_url=postgis_url, private_dir=tmp_path / "unused", margin_px=2.0)
+    got = pd.read_parquet(tmp_path / "a.parquet")
+    pairs = set(zip(got["source_id"].astype(int), got["cutout_id"]))
+    expected = brute_force_assignment(sources, manifest_path, 2.0)
+    # geography edges are great circles, pixel edges are not quite: allow
+    # disagreement only within 0.01 px of an edge (none expected here)
+    assert pairs == expected
+    centre_cutouts = {c for s, c in pairs if s in (90001, 90002)}
+    assert centre_cutouts == {"zero_x00100_y00100", "zero_x00200_y00100"}
+    assert summary["pairs"] == len(expected)
+
+
+def test_sdc1_demo_join_matches_pixel_arithmetic(tmp_path, postgis_url):
+    from radiodet.catalogues import ingest
+
+    regions = {"train": [{"x_max": 620}], "test": [{"x_min": 640}]}
+    make_cutouts(SDC1_IMAGE, tmp_path / "fits", tmp_path / "m.parquet", tmp_path / "s.npy", field="sdc1",
+                 config=CutoutConfig(size=205), regions=regions)
+    ingest(SDC1_TRUTH, "sdc1_truth", tmp_path / "src.parquet", class_ids={1, 2, 3})
+    build_index(tmp_path / "src.parquet", [tmp_path / "m.parquet"], tmp_path / "a.parquet", tmp_path / "a.json",
+                survey="sdc1_test", database_url=postgis_url, private_dir=tmp_path / "unused", margin_px=0.0)
+    got = pd.read_parquet(tmp_path / "a.parquet")
+    sources = pd.read_parquet(tmp_path / "src.parquet")
+    expected = brute_force_assignment(sources, tmp_path / "m.parquet", 0.0)
+    pairs = set(zip(got["source_id"].astype(int), got["cutout_id"]))
+    # sources within a hair of an edge may fall either way (great-circle edges)
+    assert len(pairs ^ expected) <= 0.0005 * len(expected)
+    assert len(expected) > 15000
+
+
+def test_reindexing_never_duplicates_rows(field_across_ra_zero, engine):
+    _, manifest_path, sources = field_across_ra_zero
+    cutouts = _footprints([manifest_path], 2.0)
+    counts = []
+    for _ in range(2):
+        assigned = load_and_assign(engine, sources, cutouts, survey="idem", schema="radiodet_test")
+        with engine.connect() as conn:
+            counts.append(tuple(conn.execute(sa.text(
+                f"SELECT count(*) FROM radiodet_test.{t} WHERE survey = 'idem'")).scalar()
+                for t in ("sources", "cutouts", "assignments")))
+        assert len(assigned) == counts[-1][2]
+    assert counts[0] == counts[1] == (len(sources), len(cutouts), counts[0][2])
+    with engine.connect() as conn:
+        indexes = {r[0] for r in conn.execute(sa.text(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = 'radiodet_test'"))}
+    assert sum("sources USING gist" in i and "position" in i for i in indexes) == 1
+    assert sum("cutouts USING gist" in i and "footprint" in i for i in indexes) == 1
+
+
+def test_private_server_listens_on_a_private_socket_only(engine, postgis_url):
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SHOW listen_addresses")).scalar() == ""
+        socket_dir = conn.execute(sa.text("SHOW unix_socket_directories")).scalar()
+    assert stat.S_IMODE(os.stat(socket_dir).st_mode) == 0o700
+    datadir = os.path.join(os.path.dirname(socket_dir), "data")
+    if os.path.isdir(datadir):
+        assert stat.S_IMODE(os.stat(datadir).st_mode) == 0o700
+
+
+def test_connection_rules():
+    with pytest.raises(ConfigError, match="must not contain a password"):
+        connection_url("postgresql://user:secret@db.example.org/radio")
+    assert connection_url("postgresql://user@db.example.org/radio", environ={}) == \
+        "postgresql+psycopg2://user@db.example.org/radio"
+    assert connection_url(None, environ={"PGHOST": "db"}) == "postgresql+psycopg2://"
+    assert connection_url(None, environ={}) is None
+    with pytest.raises(ConfigError):
+        validate_identifier("radiodet; DROP TABLE x", "database.schema")
+
+
+def test_unreachable_database_is_a_clear_error(tmp_path):
+    with pytest.raises(DatabaseUnavailable, match="cannot connect to the database"):
+        engine_for(f"postgresql+psycopg2://nobody@/nodb?host={tmp_path}")
