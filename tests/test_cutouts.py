@@ -1,7 +1,6 @@
 """FITS cutouts: WCS, beam keywords, NaN regions, bad images, views."""
 
 import numpy as np
-import pandas as pd
 import pytest
 from astropy.io import fits
 from astropy.wcs import WCS

@@ -3,7 +3,6 @@
 import numpy as np
 import pandas as pd
 import pytest
-from astropy.io import fits
 from astropy.wcs import WCS
 
 from radiodet.boxes import clip_boxes, make_boxes, n_sigma_for

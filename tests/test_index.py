@@ -7,14 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from astropy.io import fits
 from astropy.wcs import WCS
 
-from radiodet.cutouts import CutoutConfig, make_cutouts
+from radiodet.cutouts import CutoutConfig, field_wcs, make_cutouts
 from radiodet.db import DatabaseUnavailable, connection_url, engine_for, validate_identifier
 from radiodet.errors import ConfigError
 from radiodet.index import _footprints, build_index, load_and_assign
-from radiodet.schema import read_parquet_metadata
 
 from conftest import SDC1_IMAGE, SDC1_TRUTH, gaussian_image, sky_header, write_image
 
@@ -24,7 +22,7 @@ pytestmark = pytest.mark.postgis
 def brute_force_assignment(sources: pd.DataFrame, manifest_path, margin_px: float) -> set:
     """(source_id, cutout_id) pairs by pixel arithmetic, no database."""
     manifest = pd.read_parquet(manifest_path)
-    wcs = WCS(fits.Header.fromstring(read_parquet_metadata(manifest_path)["wcs_header"]))
+    wcs = field_wcs(manifest_path)
     x, y = wcs.world_to_pixel_values(sources["ra"].to_numpy(), sources["dec"].to_numpy())
     pairs = set()
     for row in manifest.itertuples():

@@ -9,7 +9,6 @@ pixel coordinates.
 """
 
 import numpy as np
-import pytest
 
 from radiodet.boxes import pixel_ellipses
 from radiodet.catalogues import read_catalogue

@@ -34,15 +34,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from astropy.io import fits
 
 from .atomic import write_json
 from .errors import ConfigError
-from .filtering import field_beam
+from .cutouts import field_beam, field_wcs
 from .geometry import (FWHM_PER_SIGMA, covariance_from_ellipse, ellipse_from_covariance, envelope_half_widths,
                        pixel_jacobian, sky_to_pixel_covariance)
-from .images import celestial_wcs
-from .schema import read_parquet_metadata, write_parquet
+from .schema import write_parquet
 
 __all__ = ["BOX_COLUMNS", "n_sigma_for", "pixel_ellipses", "clip_boxes", "make_boxes"]
 
@@ -122,8 +120,7 @@ def make_boxes(filtered_path: str | Path, sources_path: str | Path, manifest_pat
     frames = []
     for field, manifest_path in manifest_paths.items():
         manifest = pd.read_parquet(manifest_path, columns=["cutout_id", "split", "x0", "y0", "width", "height"])
-        wcs = celestial_wcs(fits.Header.fromstring(read_parquet_metadata(manifest_path)["wcs_header"]),
-                            manifest_path)
+        wcs = field_wcs(manifest_path)
         sub = (pairs[pairs["field"] == field][["source_id", "cutout_id", "field", "snr"]]
                .merge(sources, on="source_id", how="left", validate="many_to_one")
                .merge(manifest, on="cutout_id", how="left", validate="many_to_one"))

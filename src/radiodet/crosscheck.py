@@ -21,8 +21,8 @@ from astropy.io import fits
 
 from .atomic import write_json
 from .catalogues import read_catalogue
+from .cutouts import field_shape, field_wcs
 from .images import celestial_wcs
-from .schema import read_parquet_metadata
 
 __all__ = ["bright_reference", "box_coverage", "crosscheck"]
 
@@ -73,10 +73,8 @@ def crosscheck(reference_path: str | Path, fmt: str, boxes_path: str | Path, man
     # only reference sources inside the cut-out images count
     in_image = np.zeros(len(ref), dtype=bool)
     for manifest_path in manifest_paths.values():
-        meta = read_parquet_metadata(manifest_path)
-        wcs = celestial_wcs(fits.Header.fromstring(meta["wcs_header"]))
-        x, y = wcs.world_to_pixel_values(ref["ra"].to_numpy(), ref["dec"].to_numpy())
-        ny, nx = meta["shape"]
+        x, y = field_wcs(manifest_path).world_to_pixel_values(ref["ra"].to_numpy(), ref["dec"].to_numpy())
+        ny, nx = field_shape(manifest_path)
         in_image |= (x >= -0.5) & (x < nx - 0.5) & (y >= -0.5) & (y < ny - 0.5)
     ref = ref[in_image].reset_index(drop=True)
     cover = box_coverage(ref, boxes, manifest_paths)

@@ -34,12 +34,13 @@ from astropy.io import fits
 from .atomic import atomic_directory, atomic_path
 from .errors import ImageError
 from .geometry import normalise_ra
-from .images import Beam, SkyImage, open_image
+from .images import Beam, SkyImage, celestial_wcs, open_image
 from .logs import Progress
-from .schema import write_parquet
+from .schema import read_parquet_metadata, write_parquet
 from .tiling import Tile, layout_tiles
 
-__all__ = ["MANIFEST_COLUMNS", "CutoutConfig", "make_cutouts", "robust_rms", "cutout_header", "footprint"]
+__all__ = ["MANIFEST_COLUMNS", "CutoutConfig", "make_cutouts", "robust_rms", "cutout_header", "footprint",
+           "field_wcs", "field_beam", "field_shape"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,26 @@ class CutoutConfig:
     max_nan_fraction: float = 0.5
     #: samples of the field kept for field-wide view scaling
     pixel_sample_size: int = 2_000_000
+
+
+def field_wcs(manifest_path: str | Path):
+    """Celestial WCS of the parent image of a manifest (0-based pixels as everywhere)."""
+    header = fits.Header.fromstring(read_parquet_metadata(manifest_path)["wcs_header"])
+    return celestial_wcs(header, manifest_path)
+
+
+def field_beam(manifest_path: str | Path) -> Beam:
+    """Restoring beam of the parent image of a manifest."""
+    beam = read_parquet_metadata(manifest_path).get("beam_arcsec")
+    if not beam:
+        raise ImageError(manifest_path, "the field's image has no beam (BMAJ/BMIN); set image.beam in the config")
+    return Beam(*beam)
+
+
+def field_shape(manifest_path: str | Path) -> tuple[int, int]:
+    """(ny, nx) of the parent image of a manifest."""
+    ny, nx = read_parquet_metadata(manifest_path)["shape"]
+    return int(ny), int(nx)
 
 
 def robust_rms(values: np.ndarray) -> tuple[float, float]:

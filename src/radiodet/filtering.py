@@ -27,16 +27,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from astropy.io import fits
 from scipy.ndimage import map_coordinates
 
 from .atomic import write_json
-from .errors import ConfigError, ImageError
+from .errors import ConfigError
 from .geometry import covariance_from_ellipse, peak_to_integrated
-from .images import Beam, celestial_wcs, open_image
-from .schema import read_parquet_metadata, write_parquet
+from .cutouts import field_beam
+from .images import open_image
+from .schema import write_parquet
 
-__all__ = ["FILTER_COLUMNS", "sample_image", "field_beam", "filter_sources"]
+__all__ = ["FILTER_COLUMNS", "sample_image", "filter_sources"]
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +71,6 @@ def sample_image(path: str | Path, ra, dec, *, order: int = 1) -> np.ndarray:
     outside = ~((x >= -0.5) & (x <= nx - 0.5) & (y >= -0.5) & (y <= ny - 0.5))
     values[outside] = np.nan
     return values
-
-
-def field_beam(manifest_path: str | Path) -> Beam:
-    """Restoring beam of the field whose manifest is ``manifest_path``."""
-    beam = read_parquet_metadata(manifest_path).get("beam_arcsec")
-    if not beam:
-        raise ImageError(manifest_path, "the field's image has no beam (BMAJ/BMIN); set image.beam in the config")
-    return Beam(*beam)
 
 
 def filter_sources(assignments_path: str | Path, sources_path: str | Path, manifest_paths: dict[str, str | Path],

@@ -30,15 +30,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import sqlalchemy as sa
-from astropy.io import fits
 from geoalchemy2 import Geography
 
 from .atomic import write_json
-from .cutouts import footprint
+from .cutouts import field_wcs, footprint
 from .db import database, validate_identifier
 from .geometry import wrap_ra_difference
-from .images import celestial_wcs
-from .schema import read_parquet_metadata, write_parquet
+from .schema import write_parquet
 
 __all__ = ["ASSIGNMENT_COLUMNS", "tables", "build_index", "load_and_assign"]
 
@@ -99,7 +97,7 @@ def _footprints(manifest_paths: list[Path], margin_px: float) -> pd.DataFrame:
     rows = []
     for path in manifest_paths:
         manifest = pd.read_parquet(path)
-        wcs = celestial_wcs(fits.Header.fromstring(read_parquet_metadata(path)["wcs_header"]), path)
+        wcs = field_wcs(path)
         for row in manifest.itertuples():
             ra, dec = footprint(wcs, row.x0 - margin_px, row.y0 - margin_px, row.x1 + margin_px, row.y1 + margin_px)
             wkt = "POLYGON((" + ", ".join(f"{lo:.10f} {la:.10f}" for lo, la in zip(_lon(ra), dec)) + "))"
