@@ -135,3 +135,12 @@ def test_sample_image_outside_is_nan(tmp_path):
     ra, dec = WCS(header).pixel_to_world_values([2.0, 50.0], [3.0, 3.0])
     values = sample_image(path, ra, dec)
     assert values[0] == pytest.approx(32.0) and np.isnan(values[1])
+
+
+def test_sample_image_bilinear_and_nearest(tmp_path):
+    header = sky_header(10, 10)
+    path = write_image(tmp_path / "m.fits", np.arange(100.0).reshape(10, 10), header)
+    ra, dec = WCS(header).pixel_to_world_values([2.5, 9.4, 3.4], [3.5, 0.0, 3.6])
+    np.testing.assert_allclose(sample_image(path, ra, dec), [37.5, 9.0, 39.4], atol=1e-6)
+    ra, dec = WCS(header).pixel_to_world_values([2.4, 9.4, 3.4], [3.6, 0.0, 3.4])
+    np.testing.assert_allclose(sample_image(path, ra, dec, order=0), [42.0, 9.0, 33.0])

@@ -91,13 +91,20 @@ class SkyImage:
 
     def read(self, y0: int, y1: int, x0: int = 0, x1: int | None = None) -> np.ndarray:
         """Rows [y0, y1) and columns [x0, x1) as native-endian float32."""
-        raw = np.asarray(self.data[y0:y1, x0:x1])
-        block = raw.astype(np.float32)
+        return self._physical(np.asarray(self.data[y0:y1, x0:x1]))
+
+    def values_at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Pixel values at integer 0-based (x, y), reading only those pixels."""
+        return self._physical(np.asarray(self.data[np.asarray(y, dtype=np.intp), np.asarray(x, dtype=np.intp)]))
+
+    def _physical(self, raw: np.ndarray) -> np.ndarray:
+        """Stored values -> float32 physical values (BLANK -> NaN, BSCALE/BZERO)."""
+        values = raw.astype(np.float32)
         if self.blank is not None and raw.dtype.kind in "iu":
-            block[raw == self.blank] = np.nan
+            values[raw == self.blank] = np.nan
         if self.bscale != 1.0 or self.bzero != 0.0:
-            block = block * np.float32(self.bscale) + np.float32(self.bzero)
-        return block
+            values = values * np.float32(self.bscale) + np.float32(self.bzero)
+        return values
 
 
 def _frequency(header: fits.Header) -> float | None:

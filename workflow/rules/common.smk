@@ -27,6 +27,8 @@ validate(FIELDS, schema="../schemas/fields.schema.yaml")
 if FIELDS.index.has_duplicates:
     raise ValueError(f"{config['fields']}: duplicate field names {sorted(FIELDS.index[FIELDS.index.duplicated()])}")
 FIELD_NAMES = list(FIELDS.index)
+if "png" not in config["views"]["formats"]:
+    raise ValueError("views.formats must include png: the COCO images are the PNG views")
 try:
     CLASSES = {int(k): v for k, v in config["classes"].items()}
 except ValueError:
