@@ -28,6 +28,9 @@ include: "workflow/rules/filter.smk"
 include: "workflow/rules/boxes.smk"
 include: "workflow/rules/coco.smk"
 include: "workflow/rules/preview.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/predict.smk"
+include: "workflow/rules/score.smk"
 
 
 rule all:

@@ -1,5 +1,6 @@
 # Configuration, the field table, wildcard constraints and input functions.
 
+import json
 import os
 import re
 from pathlib import Path
@@ -50,6 +51,12 @@ def get_image(wildcards):
     return FIELDS.loc[wildcards.field, "image"]
 
 
+def get_primary_beam(wildcards):
+    """The field's primary-beam image as a named input, when it has one."""
+    path = field_value(wildcards.field, "primary_beam")
+    return {"primary_beam": path} if path else {}
+
+
 def get_manifests(wildcards):
     return expand(f"{RESULTS}/cutouts/{{field}}/manifest.parquet", field=FIELD_NAMES)
 
@@ -82,4 +89,8 @@ def get_final_targets():
     ]
     if config["crosscheck"].get("activate"):
         targets.append(f"{RESULTS}/crosscheck/crosscheck.json")
+    if config["score"]["activate"]:
+        targets += [f"{RESULTS}/score/scores.csv", f"{RESULTS}/score/completeness_precision.png"]
+    elif config["train"]["activate"]:
+        targets += expand(f"{RESULTS}/predict/{{field}}.parquet", field=FIELD_NAMES)
     return targets

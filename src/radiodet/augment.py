@@ -1,0 +1,51 @@
+"""Augmentations that respect the sky: flips and 90-degree rotations.
+
+Radio sources have no preferred orientation, so a cutout flipped or turned by
+a multiple of 90 degrees is another plausible cutout; no interpolation is
+involved, so pixel values and noise are untouched. Boxes are in COCO
+continuous coordinates ``[x0, y0, x1, y1]`` of an image of width W and height
+H (pixel (i, j) covers [i, i + 1) x [j, j + 1)).
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["hflip", "vflip", "rot90", "random_sky_transform"]
+
+
+def hflip(image: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mirror x: pixel column i -> W - 1 - i, coordinate x -> W - x."""
+    width = image.shape[-1]
+    flipped = boxes.clone()
+    flipped[:, 0], flipped[:, 2] = width - boxes[:, 2], width - boxes[:, 0]
+    return image.flip(-1), flipped
+
+
+def vflip(image: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mirror y: pixel row j -> H - 1 - j, coordinate y -> H - y."""
+    height = image.shape[-2]
+    flipped = boxes.clone()
+    flipped[:, 1], flipped[:, 3] = height - boxes[:, 3], height - boxes[:, 1]
+    return image.flip(-2), flipped
+
+
+def rot90(image: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.rot90(image, 1, dims=(-2, -1))``: new[i, j] = old[j, W - 1 - i].
+
+    A point (x, y) moves to (y, W - x); the new image is W high and H wide.
+    """
+    width = image.shape[-1]
+    turned = torch.stack([boxes[:, 1], width - boxes[:, 2], boxes[:, 3], width - boxes[:, 0]], dim=1)
+    return torch.rot90(image, 1, dims=(-2, -1)), turned
+
+
+def random_sky_transform(image: torch.Tensor, boxes: torch.Tensor,
+                         generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One of the 8 flips/rotations of the square's symmetry group, uniformly."""
+    choice = int(torch.randint(0, 8, (1,), generator=generator))
+    if choice & 1:
+        image, boxes = hflip(image, boxes)
+    for _ in range((choice >> 1) & 3):
+        image, boxes = rot90(image, boxes)
+    return image, boxes

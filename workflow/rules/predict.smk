@@ -1,0 +1,69 @@
+# Stage 8: inference over whole fields -> catalogues; the PyBDSF baseline beside it.
+
+
+rule predict:
+    """Sliding-tile detection over one field, merged with batched NMS, measured on the image."""
+    input:
+        unpack(get_primary_beam),
+        model=f"{RESULTS}/train/model.pth",
+        image=get_image,
+        sample=f"{RESULTS}/cutouts/{{field}}/pixel_sample.npy",
+    output:
+        catalogue=f"{RESULTS}/predict/{{field}}.parquet",
+        submission=f"{RESULTS}/predict/{{field}}.sdc1.txt",
+        summary=f"{RESULTS}/predict/{{field}}.json",
+    params:
+        predict=config["predict"],
+        views=config["views"],
+        plane=config["image"]["plane"],
+    log:
+        f"{RESULTS}/logs/predict/{{field}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/predict/{{field}}.tsv"
+    threads: 2
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/predict.py"
+
+
+rule coco_eval:
+    """COCO mAP of the detector on the test split (pycocotools COCOeval)."""
+    input:
+        model=f"{RESULTS}/train/model.pth",
+        coco=f"{RESULTS}/coco",
+    output:
+        metrics=f"{RESULTS}/score/coco_test.json",
+        detections=f"{RESULTS}/score/detections_test.json",
+    params:
+        score_threshold=config["predict"]["coco_score_threshold"],
+    log:
+        f"{RESULTS}/logs/coco_eval.log",
+    threads: 2
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/coco_eval.py"
+
+
+rule pybdsf:
+    """PyBDSF on the same field, written as the detector's catalogues are."""
+    input:
+        unpack(get_primary_beam),
+        image=get_image,
+    output:
+        srl=f"{RESULTS}/baseline/{{field}}.srl",
+        catalogue=f"{RESULTS}/baseline/{{field}}.parquet",
+        submission=f"{RESULTS}/baseline/{{field}}.sdc1.txt",
+        summary=f"{RESULTS}/baseline/{{field}}.json",
+    params:
+        pybdsf=config["baseline"]["pybdsf"],
+    log:
+        f"{RESULTS}/logs/pybdsf/{{field}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/pybdsf/{{field}}.tsv"
+    threads: 1
+    conda:
+        "../envs/scoring.yaml"
+    script:
+        "../scripts/pybdsf.py"

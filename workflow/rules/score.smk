@@ -1,0 +1,28 @@
+# Stage 8 (end): the official SDC1 score and COCO mAP, detector next to PyBDSF.
+
+
+rule score:
+    """scores.csv and the completeness/precision plot for the test region."""
+    input:
+        sources=f"{RESULTS}/catalogue/sources.parquet",
+        manifests=get_manifests,
+        detector=expand(f"{RESULTS}/predict/{{field}}.parquet", field=FIELD_NAMES),
+        pybdsf=expand(f"{RESULTS}/baseline/{{field}}.parquet", field=FIELD_NAMES),
+        coco=f"{RESULTS}/score/coco_test.json",
+    output:
+        table=f"{RESULTS}/score/scores.csv",
+        plot=f"{RESULTS}/score/completeness_precision.png",
+        detector=f"{RESULTS}/score/sdc1_detector.json",
+        pybdsf=f"{RESULTS}/score/sdc1_pybdsf.json",
+        truth=f"{RESULTS}/score/truth_test_region.txt",
+    params:
+        fields=FIELD_NAMES,
+        regions=config["split"]["regions"].get(config["score"]["region"], []),
+        calibration_regions=config["split"]["regions"].get(config["score"]["calibrate_on"], []),
+        freq_mhz=config["score"]["sdc1_freq_mhz"],
+    log:
+        f"{RESULTS}/logs/score.log",
+    conda:
+        "../envs/scoring.yaml"
+    script:
+        "../scripts/score.py"

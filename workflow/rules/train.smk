@@ -1,0 +1,26 @@
+# Stage 7: detector training (one process per GPU through torchrun; CPU works, slowly).
+
+
+rule train:
+    """Train the Faster R-CNN on the COCO train split; checkpoints each epoch, resumes."""
+    input:
+        coco=f"{RESULTS}/coco",
+    output:
+        model=f"{RESULTS}/train/model.pth",
+        loss=f"{RESULTS}/train/loss.csv",
+        summary=f"{RESULTS}/train/train.json",
+    params:
+        settings=lambda wildcards: json.dumps({"model": config["model"], "train": config["train"]}),
+        out_dir=f"{RESULTS}/train",
+        nproc=lambda wildcards, resources: max(1, int(resources.get("gpu", 0))),
+    log:
+        f"{RESULTS}/logs/train.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train.tsv"
+    threads: 2
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        "torchrun --standalone --nproc_per_node={params.nproc} -m radiodet.train"
+        " --train-json {input.coco:q}/instances_train.json --out-dir {params.out_dir:q}"
+        " --config-json {params.settings:q} --log {log:q} 2>> {log:q}"
