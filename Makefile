@@ -1,7 +1,7 @@
 # The two commands of the README:
 #   make demo   set everything up, then run the workflow on the bundled SDC1 data
 #   make test   set everything up, then run the test suite
-# Other targets: setup, postgis, lint, dryrun, clean.
+# Other targets: setup, postgis, lint, dryrun, bench-detector, clean.
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -10,13 +10,18 @@ CORES ?= 2
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup postgis lint dryrun clean
+.PHONY: demo test setup postgis lint dryrun clean bench-detector
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-torch.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -r requirements.txt
+	# torch and torchvision as one consistent pair from PyPI (CUDA builds that also
+	# run on CPU), ignoring the machine's pip configuration: a local CPU-only torch
+	# wheel cannot load PyPI's torchvision ("operator torchvision::nms does not exist").
+	env -u PIP_FIND_LINKS -u PIP_CONSTRAINT $(BIN)/pip install --quiet --isolated -r requirements-torch.txt
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
-	$(BIN)/python -c "import radiodet, astropy, pycocotools, geoalchemy2, snakemake; print('python environment ready')"
+	$(BIN)/python -c "import torch, torchvision.ops as ops; ops.nms(torch.zeros(1, 4), torch.ones(1), 0.5); print('torch', torch.__version__, 'torchvision', __import__('torchvision').__version__, 'cuda', torch.cuda.is_available())"
+	$(BIN)/python -c "import radiodet, astropy, pycocotools, geoalchemy2, snakemake, ska_sdc, bdsf; print('python environment ready')"
 	touch $(STAMP)
 
 # PostgreSQL + PostGIS from Debian packages when missing (needs root); the
@@ -38,17 +43,23 @@ setup: $(STAMP) postgis
 demo: setup
 	$(BIN)/snakemake --cores $(CORES)
 	@echo "COCO dataset: results/sdc1-demo/coco; previews: results/sdc1-demo/preview"
+	@echo "scores: results/sdc1-demo/score/scores.csv"
+	@cat results/sdc1-demo/score/scores.csv
 
 test: setup
 	RADIODET_REQUIRE_POSTGIS=1 $(BIN)/python -m pytest
 
+CONFIGS := config/config.yaml config/sdc1.yaml config/sdc1-gpu.yaml
+
 lint: $(STAMP)
-	$(BIN)/snakemake --lint
-	$(BIN)/snakemake --lint --configfile config/sdc1.yaml
+	for c in $(CONFIGS); do $(BIN)/snakemake --lint --configfile $$c || exit 1; done
 
 dryrun: $(STAMP)
-	$(BIN)/snakemake -n --quiet rules
-	$(BIN)/snakemake -n --quiet rules --configfile config/sdc1.yaml
+	for c in $(CONFIGS); do $(BIN)/snakemake -n --quiet rules --configfile $$c || exit 1; done
+
+# Detector throughput on this machine (GPU if there is one)
+bench-detector: $(STAMP)
+	$(BIN)/python -m radiodet.bench_detector
 
 clean:
 	rm -rf results/sdc1-demo .snakemake

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from astropy.io import fits
 from astropy.wcs import WCS
 from pycocotools.coco import COCO
@@ -34,12 +35,20 @@ def run_snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.C
     return done
 
 
+# The demo config with a tiny training budget (a smoke test of train -> predict -> score).
+TINY_TRAINING = {"epochs": 1, "max_steps": 3, "batch_size": 2, "lr": 0.01, "warmup_steps": 2, "workers": 0}
+
+
 @pytest.fixture(scope="module")
 def demo_run(postgis_url):  # postgis_url: skip/fail consistently when PostGIS is missing
     workdir = world_readable_tmpdir("radiodet-workflow-")
     shutil.copytree(REPO / "config", workdir / "config")
     shutil.copytree(REPO / "resources", workdir / "resources")
-    run_snakemake(workdir, "--cores", "2")
+    config = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
+    config["train"] = TINY_TRAINING
+    config["predict"]["workers"] = 0
+    (workdir / "config" / "ci.yaml").write_text(yaml.safe_dump(config))
+    run_snakemake(workdir, "--cores", "2", "--configfile", str(workdir / "config" / "ci.yaml"))
     yield workdir
     shutil.rmtree(workdir, ignore_errors=True)
 
@@ -94,23 +103,59 @@ def test_previews_and_statistics_exist(demo_run):
 
 
 def test_a_second_run_has_nothing_to_do(demo_run):
-    done = run_snakemake(demo_run, "-n", "--cores", "1")
+    done = run_snakemake(demo_run, "-n", "--cores", "1", "--configfile", str(demo_run / "config" / "ci.yaml"))
     assert "Nothing to be done" in done.stdout + done.stderr
 
 
 def test_reindexing_gives_the_same_assignments(demo_run):
     before = (demo_run / RESULTS / "index" / "assignments.parquet").read_bytes()
-    run_snakemake(demo_run, "--cores", "1", "--forcerun", "index", "--until", "index")
+    run_snakemake(demo_run, "--cores", "1", "--forcerun", "index", "--until", "index", "--configfile",
+                  str(demo_run / "config" / "ci.yaml"))
     first = pd.read_parquet(io.BytesIO(before))
     again = pd.read_parquet(demo_run / RESULTS / "index" / "assignments.parquet")
     pd.testing.assert_frame_equal(first, again)
 
 
 def test_dry_runs_and_lint_for_both_configs(tmp_path):
-    for configfile in ("config/config.yaml", "config/sdc1.yaml"):
+    for configfile in ("config/config.yaml", "config/sdc1.yaml", "config/sdc1-gpu.yaml"):
         done = subprocess.run(SNAKEMAKE + ["--directory", str(REPO), "-n", "--configfile", configfile, "--quiet",
                                            "rules"], capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
         lint = subprocess.run(SNAKEMAKE + ["--directory", str(REPO), "--lint", "--configfile", configfile],
                               capture_output=True, text=True, timeout=300)
         assert lint.returncode == 0 and "Lints for" not in lint.stdout + lint.stderr, lint.stdout + lint.stderr
+
+
+def test_scores_equal_the_official_scorer_run_by_hand(demo_run):
+    from ska_sdc import Sdc1Scorer
+
+    score_dir = demo_run / RESULTS / "score"
+    table = pd.read_csv(score_dir / "scores.csv").set_index("method")
+    assert set(table.index) == {"detector", "pybdsf"}
+    truth_file = score_dir / "truth_test_region.txt"
+    truth_rows = sum(1 for line in truth_file.read_text().splitlines() if line.strip())
+    assert (table["truth_rows"] == truth_rows).all() and 6500 < truth_rows < 6600
+    for method, row in table.iterrows():
+        submission = score_dir / f"submission_{method}.txt"
+        if row["n_det"] == 0:
+            assert row["score"] == 0
+            continue
+        by_hand = Sdc1Scorer.from_txt(str(submission), str(truth_file), 560, sub_skiprows=1,
+                                      truth_skiprows=0).run(mode=0, train=True)
+        assert row["score"] == pytest.approx(by_hand.value, abs=5e-4)
+        assert (row["n_det"], row["n_match"], row["n_false"]) == (by_hand.n_det, by_hand.n_match, by_hand.n_false)
+    # the classical baseline finds the bright sources: far better than nothing
+    assert table.loc["pybdsf", "score"] > 400 and table.loc["pybdsf", "precision"] > 0.9
+    assert (score_dir / "completeness_precision.png").stat().st_size > 10_000
+    coco = json.loads((score_dir / "coco_test.json").read_text())
+    assert set(coco) >= {"mAP", "mAP50"}
+
+
+def test_prediction_catalogue_and_submission_format(demo_run):
+    catalogue = pd.read_parquet(demo_run / RESULTS / "predict" / "B1_1000h_0.3tr.parquet")
+    assert {"ra", "dec", "flux", "major_fwhm", "pa", "score", "class_id"} <= set(catalogue.columns)
+    lines = (demo_run / RESULTS / "predict" / "B1_1000h_0.3tr.sdc1.txt").read_text().splitlines()
+    assert lines[0].split() == ["id", "ra_core", "dec_core", "ra_cent", "dec_cent", "flux", "core_frac", "b_maj",
+                                "b_min", "pa", "size", "class"]
+    assert all(len(line.split()) == 12 and "nan" not in line.lower() for line in lines[1:])
+    assert json.loads((demo_run / RESULTS / "train" / "train.json").read_text())["steps"] == 3

@@ -24,8 +24,8 @@ from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 
-__all__ = ["ModelConfig", "anchors_from_boxes", "build_model", "load_state_dict_adapting_channels", "model_scale",
-           "param_checksum"]
+__all__ = ["ModelConfig", "anchors_from_boxes", "build_model", "choose_device", "load_state_dict_adapting_channels",
+           "model_scale", "param_checksum"]
 
 #: feature maps of a ResNet-FPN backbone: strides 4, 8, 16, 32, 64
 FPN_LEVELS = 5
@@ -139,6 +139,13 @@ def load_state_dict_adapting_channels(model: nn.Module, state: dict) -> list[str
             adapted[key] = value.sum(dim=1, keepdim=True)
     model.load_state_dict(adapted, strict=False)
     return sorted(set(own) - set(adapted))
+
+
+def choose_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """``auto``: the process's GPU if there is one, else the CPU; or a torch device name."""
+    if name == "auto":
+        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    return torch.device(name)
 
 
 def model_scale(image_size: int, min_size: int) -> float:

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.ops import batched_nms
 
 from .atomic import write_json
+from .detector import choose_device
 from .filtering import sample_image
 from .geometry import covariance_from_ellipse, ellipse_from_covariance, normalise_ra, pixel_jacobian
 from .images import open_image
@@ -200,6 +201,11 @@ def _fit_one(stamp: np.ndarray, xx: np.ndarray, yy: np.ndarray, guess_xy, beam_s
     return cx, cy, peak, cov, False
 
 
+#: what :func:`measure_sources` returns, in order
+MEASURED_COLUMNS = ["ra", "dec", "ra_core", "dec_core", "flux", "peak_flux", "major_fwhm", "minor_fwhm", "pa", "x", "y",
+                    "fit_ok", "pb"]
+
+
 def measure_sources(image_path: str | Path, detections: pd.DataFrame, *, background: float = 0.0,
                     fit_margin: int = 2, plane=None, primary_beam: str | Path | None = None) -> pd.DataFrame:
     """Position, flux and shape of each detected box, measured on the image.
@@ -244,7 +250,7 @@ def measure_sources(image_path: str | Path, detections: pd.DataFrame, *, backgro
             progress.advance()
         progress.finish()
     if not out:
-        return pd.DataFrame(columns=list(SOURCE_COLUMNS) + ["x", "y", "fit_ok", "pb"])
+        return pd.DataFrame(columns=MEASURED_COLUMNS)
     x = np.array([o[0] for o in out])
     y = np.array([o[1] for o in out])
     ra, dec = wcs.pixel_to_world_values(x, y)
@@ -273,7 +279,7 @@ def predict_field(model_path: str | Path, image_path: str | Path, sample_path: s
     """Detect, measure and write the catalogue of one field."""
     from .train import load_trained
 
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device_name == "auto" else device_name)
+    device = choose_device(device_name)
     model, settings = load_trained(model_path, device)
     model.roi_heads.score_thresh = config.score_threshold
     categories = {int(k): int(v) for k, v in settings["categories"].items()}
@@ -316,7 +322,7 @@ def detect_coco_split(model_path: str | Path, coco_json: str | Path, detections_
     from .torch_datasets import CocoRadioDetection
     from .train import load_trained
 
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device_name == "auto" else device_name)
+    device = choose_device(device_name)
     model, settings = load_trained(model_path, device)
     model.roi_heads.score_thresh = score_threshold
     categories = {int(k): int(v) for k, v in settings["categories"].items()}

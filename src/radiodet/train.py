@@ -40,8 +40,8 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from .atomic import atomic_path, write_json
-from .detector import (ModelConfig, anchors_from_boxes, build_model, load_state_dict_adapting_channels, model_scale,
-                       param_checksum)
+from .detector import (ModelConfig, anchors_from_boxes, build_model, choose_device, load_state_dict_adapting_channels,
+                       model_scale, param_checksum)
 from .torch_datasets import CocoRadioDetection, collate_detection
 
 __all__ = ["TrainConfig", "get_args_parser", "main", "train"]
@@ -266,7 +266,7 @@ def train(train_json: str | Path, out_dir: str | Path, *, model_settings: ModelS
     """Train (or resume) and write ``model.pth``, ``loss.csv``, ``train.json`` in ``out_dir``."""
     rank, world, local = init_distributed()
     train_json, out_dir = Path(train_json), Path(out_dir)
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device_name == "auto" else device_name)
+    device = choose_device(device_name, local)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", local)
     amp = config.amp and device.type == "cuda"
@@ -414,7 +414,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help='JSON with "model" and "train" sections (the workflow config keys)')
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
     parser.add_argument("--debug-dir", default=None, help="write per-rank image ids seen and weight checksums here")
-    parser.add_argument("--log", default=None, help="log file (rank 0 writes it)")
+    parser.add_argument("--log-file", default=None, help="log file (rank 0 writes it)")
     return parser
 
 
@@ -431,5 +431,5 @@ if __name__ == "__main__":
     rank_env = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
     from .logs import configure
 
-    with configure(cli_args.log if rank_env == 0 else None):
+    with configure(cli_args.log_file if rank_env == 0 else None):
         main(cli_args)

@@ -48,6 +48,14 @@ class ViewConfig:
     asinh_a: float = 0.1
     log_a: float = 1000.0
 
+    @classmethod
+    def from_config(cls, section: dict) -> "ViewConfig":
+        """From the config's ``views`` mapping (lists become tuples)."""
+        options = dict(section)
+        options["formats"] = tuple(options.get("formats", cls.formats))
+        options["percentiles"] = tuple(options.get("percentiles", cls.percentiles))
+        return cls(**options)
+
 
 def field_interval(sample: np.ndarray, config: ViewConfig) -> tuple[float, float]:
     """(vmin, vmax) in data units from the field's pixel sample."""

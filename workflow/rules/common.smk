@@ -81,6 +81,12 @@ def by_field(paths):
     return dict(zip(FIELD_NAMES, map(str, paths)))
 
 
+def training_settings():
+    """The JSON the training module takes: config model + train (minus the switch)."""
+    train = {k: v for k, v in config["train"].items() if k != "activate"}
+    return json.dumps({"model": config["model"], "train": train}, sort_keys=True)
+
+
 def get_final_targets():
     targets = [
         f"{RESULTS}/coco",

@@ -10,8 +10,8 @@ rule train:
         loss=f"{RESULTS}/train/loss.csv",
         summary=f"{RESULTS}/train/train.json",
     params:
-        settings=lambda wildcards: json.dumps({"model": config["model"], "train": config["train"]}),
-        out_dir=f"{RESULTS}/train",
+        settings=training_settings(),
+        out_dir=lambda wildcards, output: os.path.dirname(output.model),
         nproc=lambda wildcards, resources: max(1, int(resources.get("gpu", 0))),
     log:
         f"{RESULTS}/logs/train.log",
@@ -23,4 +23,4 @@ rule train:
     shell:
         "torchrun --standalone --nproc_per_node={params.nproc} -m radiodet.train"
         " --train-json {input.coco:q}/instances_train.json --out-dir {params.out_dir:q}"
-        " --config-json {params.settings:q} --log {log:q} 2>> {log:q}"
+        " --config-json {params.settings:q} > {log:q} 2>&1"

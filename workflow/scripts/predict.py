@@ -5,11 +5,9 @@ from radiodet.predict import PredictConfig, predict_field
 from radiodet.views import ViewConfig
 
 with configure(snakemake.log[0]):
-    views = dict(snakemake.params.views)
-    views["formats"], views["percentiles"] = tuple(views["formats"]), tuple(views["percentiles"])
     options = {k: v for k, v in snakemake.params.predict.items() if k in PredictConfig.__dataclass_fields__}
     plane = snakemake.params.plane
     predict_field(snakemake.input.model, snakemake.input.image, snakemake.input.sample, snakemake.output.catalogue,
                   snakemake.output.submission, snakemake.output.summary, config=PredictConfig(**options),
-                  views=ViewConfig(**views), primary_beam=snakemake.input.get("primary_beam"),
+                  views=ViewConfig.from_config(snakemake.params.views), primary_beam=snakemake.input.get("primary_beam"),
                   plane=tuple(plane) if plane is not None else None)

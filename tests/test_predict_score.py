@@ -1,0 +1,104 @@
+"""Prediction tiling and measurement, SDC1 submissions, and scoring helpers."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from astropy.wcs import WCS
+
+from radiodet.catalogues import read_catalogue
+from radiodet.predict import measure_sources, tile_cores
+from radiodet.score import calibrate_threshold, in_regions, sdc1_score
+from radiodet.sdc1 import SUBMISSION_COLUMNS, read_submission, submission_frame, truth_submission, write_submission
+from radiodet.tiling import axis_starts
+
+from conftest import SDC1_IMAGE, SDC1_TRUTH, sky_header, write_image
+
+
+def test_tile_cores_partition_the_axis():
+    starts = axis_starts(1041, 205, 48)
+    cores = tile_cores(starts, 205, 1041)
+    assert cores[0][0] == 0 and cores[-1][1] == 1041
+    assert all(a[1] == b[0] for a, b in zip(cores, cores[1:]))
+    assert all(s <= lo and hi <= s + 205 for s, (lo, hi) in zip(starts, cores))
+
+
+def test_measurement_recovers_an_injected_elliptical_source(tmp_path):
+    header = sky_header(64, 64, cdelt=0.6 / 3600, beam_arcsec=1.5)
+    yy, xx = np.mgrid[0:64, 0:64]
+    # intrinsic 3" x 1.5" FWHM at PA 60 deg east of north, convolved with the 1.5" beam
+    from radiodet.geometry import covariance_from_ellipse, pixel_jacobian
+
+    wcs = WCS(header)
+    jac = pixel_jacobian(wcs, [30.3], [33.6])[0]
+    inv = np.linalg.inv(jac)
+    cov = inv @ (covariance_from_ellipse(3.0, 1.5, 60.0) + covariance_from_ellipse(1.5, 1.5, 0.0)) @ inv.T
+    d = np.stack([xx - 30.3, yy - 33.6], axis=-1)
+    peak = 1e-3
+    data = peak * np.exp(-0.5 * np.einsum("...i,ij,...j", d, np.linalg.inv(cov), d))
+    data += np.random.default_rng(2).normal(0, 1e-6, data.shape)
+    image = write_image(tmp_path / "src.fits", data, header)
+    boxes = pd.DataFrame({"box_x0": [25.0], "box_y0": [28.0], "box_x1": [37.0], "box_y1": [40.0]})
+    measured = measure_sources(image, boxes).iloc[0]
+    assert measured["fit_ok"]
+    assert (measured["x"], measured["y"]) == pytest.approx((30.3, 33.6), abs=0.01)
+    # integrated flux = peak x (convolved area / beam area)
+    expected_flux = peak * np.hypot(3.0, 1.5) * np.hypot(1.5, 1.5) / 1.5**2
+    assert measured["flux"] == pytest.approx(expected_flux, rel=0.01)
+    assert (measured["major_fwhm"], measured["minor_fwhm"]) == pytest.approx((3.0, 1.5), rel=0.03)
+    assert measured["pa"] == pytest.approx(60.0, abs=1.0)
+    ra, dec = wcs.pixel_to_world_values(30.3, 33.6)
+    assert measured["ra"] == pytest.approx(float(np.mod(ra, 360)), abs=1e-7)
+
+
+def test_submission_round_trip_and_conventions(tmp_path):
+    catalogue = pd.DataFrame({"source_id": [1, 2], "ra": [359.5, 0.5], "dec": [-30.0, -29.0],
+                              "ra_core": [359.5, 0.5], "dec_core": [-30.0, -29.0], "flux": [1e-5, 2e-5],
+                              "major_fwhm": [2.0, 0.0], "minor_fwhm": [1.0, np.nan], "pa": [0.0, 30.0],
+                              "class_id": [3, 1]})
+    written = write_submission(catalogue, tmp_path / "sub.txt")
+    back = read_submission(tmp_path / "sub.txt")
+    assert list(back.columns) == SUBMISSION_COLUMNS and len(back) == 2
+    # PA east of north 0 (north) is 90 clockwise from west; sizes never zero
+    assert back["pa"].tolist() == pytest.approx([90.0, 60.0])
+    assert (back["b_min"] > 0).all() and (back["size"] == 2).all()
+    pd.testing.assert_frame_equal(written.reset_index(drop=True), back, check_dtype=False)
+
+
+def test_the_truth_scores_itself_perfectly():
+    truth = truth_submission(read_catalogue(SDC1_TRUTH, "sdc1_truth").head(300))
+    result = sdc1_score(truth.copy(), truth, freq_mhz=560)
+    assert result["n_match"] == result["n_det"] == 300 and result["n_false"] == 0
+    assert result["score"] == pytest.approx(300, rel=1e-6)
+
+
+def test_region_membership_counts_whole_pixels():
+    header = sky_header(100, 80)
+    wcs = WCS(header)
+    ra, dec = wcs.pixel_to_world_values(np.array([39.49, 39.51, 99.4, 50.0]), np.array([10, 10, 10, 79.6]))
+    mask = in_regions(ra, dec, [{"x_min": 40}], wcs, (80, 100))
+    assert mask.tolist() == [False, True, True, False]
+
+
+def test_threshold_calibration_prefers_the_clean_cut():
+    truth = truth_submission(read_catalogue(SDC1_TRUTH, "sdc1_truth").head(200))
+    real = pd.DataFrame({"source_id": truth["id"], "ra": np.mod(truth["ra_cent"], 360), "dec": truth["dec_cent"],
+                         "ra_core": np.mod(truth["ra_core"], 360), "dec_core": truth["dec_core"],
+                         "flux": truth["flux"], "major_fwhm": truth["b_maj"], "minor_fwhm": truth["b_min"],
+                         "pa": 0.0, "class_id": 3, "score": 0.9})
+    rng = np.random.default_rng(0)
+    fake = real.sample(100, random_state=1).assign(source_id=lambda d: d["source_id"] + 10**9, score=0.2,
+                                                   dec=lambda d: d["dec"] + rng.uniform(0.01, 0.02, len(d)),
+                                                   dec_core=lambda d: d["dec"])
+    threshold, trials = calibrate_threshold(pd.concat([real, fake]), truth, freq_mhz=560)
+    assert 0.2 < threshold <= 0.9
+    assert len(trials) == 19 and max(t["score"] for t in trials) == pytest.approx(
+        sdc1_score(submission_frame(real), truth)["score"])
+
+
+def test_sdc1_image_and_truth_overlap_in_the_test_region():
+    truth = read_catalogue(SDC1_TRUTH, "sdc1_truth")
+    from radiodet.images import open_image
+
+    with open_image(SDC1_IMAGE) as image:
+        mask = in_regions(truth["ra"], truth["dec"], [{"x_min": 640}], image.wcs, image.shape)
+    assert 6500 < mask.sum() < 6600
