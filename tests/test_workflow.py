@@ -159,3 +159,14 @@ def test_prediction_catalogue_and_submission_format(demo_run):
                                 "b_min", "pa", "size", "class"]
     assert all(len(line.split()) == 12 and "nan" not in line.lower() for line in lines[1:])
     assert json.loads((demo_run / RESULTS / "train" / "train.json").read_text())["steps"] == 3
+
+
+def test_the_workflow_profile_is_applied_by_itself():
+    """workflow/profiles/default (found through the top-level `profiles` link) sets GPU resources."""
+    done = subprocess.run(SNAKEMAKE + ["--directory", str(REPO), "-n", "--configfile", "config/sdc1-gpu.yaml",
+                                       "--forcerun", "train", "--until", "train"],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    block = done.stdout[done.stdout.index("rule train:"):]
+    resources = block[block.index("resources:"):].splitlines()[0]
+    assert "gpu=1" in resources and "cpus_per_gpu=8" in resources and "runtime=720" in resources
