@@ -9,6 +9,8 @@ VENV ?= .venv
 CORES ?= 2
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# the workflow's shell rules call tools of the venv (torchrun)
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: demo test setup postgis lint dryrun clean bench-detector
 

@@ -7,6 +7,7 @@ FITS files, and checks the boxes against PyBDSF's independent source list.
 
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -28,9 +29,13 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snake
 RESULTS = "results/sdc1-demo"
 
 
+# shell rules call the tools next to this Python (torchrun), as in an activated venv
+ENV = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+
+
 def run_snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
     done = subprocess.run(SNAKEMAKE + ["--directory", str(workdir), *args], capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env=ENV)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
     return done
 
