@@ -24,6 +24,7 @@ def _source_table(header, rows):
     ra, dec = wcs.pixel_to_world_values(frame["x"], frame["y"])
     frame["ra"], frame["dec"] = np.mod(ra, 360), dec
     frame["peak_flux"] = np.nan
+    frame["local_rms"] = np.nan
     frame["class_id"] = np.int16(3)
     return frame
 

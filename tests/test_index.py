@@ -88,10 +88,10 @@ def test_sdc1_demo_join_matches_pixel_arithmetic(tmp_path, postgis_url):
 
 def test_reindexing_never_duplicates_rows(field_across_ra_zero, engine):
     _, manifest_path, sources = field_across_ra_zero
-    cutouts = _footprints([manifest_path], 2.0)
+    cutouts, _ = _footprints([manifest_path], 2.0)
     counts = []
     for _ in range(2):
-        assigned = load_and_assign(engine, sources, cutouts, survey="idem", schema="radiodet_test")
+        assigned, _ = load_and_assign(engine, sources, cutouts, survey="idem", schema="radiodet_test")
         with engine.connect() as conn:
             counts.append(tuple(conn.execute(sa.text(
                 f"SELECT count(*) FROM radiodet_test.{t} WHERE survey = 'idem'")).scalar()

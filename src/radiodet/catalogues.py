@@ -178,6 +178,7 @@ def _sdc1_to_schema(raw: pd.DataFrame) -> pd.DataFrame:
         "pa": sdc1_pa_to_east_of_north(raw["pa"]),
         "size_class": size_class.astype(np.int8),
         "class_id": raw["class"].round().astype(np.int16),
+        "local_rms": np.full(len(raw), np.nan),
     })
     for name in raw.columns:
         out[f"orig_{name}"] = raw[name].to_numpy()
@@ -240,9 +241,156 @@ def read_pybdsf_srl(path: str | Path) -> pd.DataFrame:
         "major_fwhm": raw["DC_Maj"].to_numpy(float) * 3600.0, "minor_fwhm": raw["DC_Min"].to_numpy(float) * 3600.0,
         "pa": np.mod(raw["DC_PA"].to_numpy(float), 180.0),
         "size_class": np.full(len(raw), 2, dtype=np.int8), "class_id": np.zeros(len(raw), dtype=np.int16),
+        "local_rms": raw["Isl_rms"].to_numpy(float),
     })
     for name in raw.columns:
         out[f"orig_{name}"] = raw[name].to_numpy()
+    return out
+
+
+# --------------------------------------------------------------------------
+# FITS tables with units: LoTSS (PyBDSF), MGCLS
+
+
+def _fits_table(path: Path):
+    from astropy.table import Table
+
+    if not path.is_file():
+        raise CatalogueError(path, "catalogue file not found")
+    try:
+        return Table.read(path)
+    except Exception as exc:  # astropy raises many types for broken files
+        raise CatalogueError(path, f"not a readable FITS table: {exc}") from None
+
+
+def _column(table, path: Path, name: str, unit: str | None = None, *, default_unit: str | None = None,
+            required: bool = True) -> np.ndarray:
+    """A column as float64 in ``unit``, converted with its own astropy unit.
+
+    A column without a unit is taken to be in ``default_unit`` (the survey's
+    documented unit). Text in a numeric column is an error naming the row.
+    """
+    import astropy.units as u
+
+    if name not in table.colnames:
+        if required:
+            raise CatalogueError(path, f"column {name!r} is missing (has: {', '.join(table.colnames)})")
+        return np.full(len(table), np.nan)
+    column = table[name]
+    if column.dtype.kind in "SUO":
+        values = np.array([str(v.decode() if isinstance(v, bytes) else v).strip() for v in column])
+        numeric = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy()
+        bad = np.isnan(numeric) & ~np.isin(np.char.lower(values.astype(str)), ["nan", ""])
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise CatalogueError(path, f"column {name!r} is not a number: {values[row]!r}", row=row + 1)
+        data = numeric
+    else:
+        data = np.ma.filled(np.ma.asarray(column, dtype=float), np.nan)
+    if unit is None:
+        return np.asarray(data, dtype=float)
+    source_unit = column.unit if column.unit is not None else (u.Unit(default_unit) if default_unit else None)
+    if source_unit is None:
+        raise CatalogueError(path, f"column {name!r} has no unit and the format documents none")
+    return (np.asarray(data, dtype=float) * u.Unit(source_unit)).to_value(u.Unit(unit))
+
+
+def _native(values) -> np.ndarray:
+    """Native byte order (FITS is big-endian; Parquet wants native)."""
+    values = np.asarray(values)
+    return values.astype(values.dtype.newbyteorder("=")) if values.dtype.kind in "iufb" else values
+
+
+def _text_column(table, name: str) -> np.ndarray:
+    return np.array([str(v.decode() if isinstance(v, bytes) else v).strip() for v in table[name]])
+
+
+#: LoTSS restoring beam (FWHM, arcsec): Maj/Min include it; DC_Maj/DC_Min do not.
+LOTSS_BEAM_ARCSEC = 6.0
+#: S_Code -> class_id for LoTSS (single, multiple-Gaussian, complex island)
+LOTSS_S_CODES = {"S": 1, "M": 2, "C": 3}
+
+
+def read_lotss(path: str | Path) -> pd.DataFrame:
+    """LoTSS DR1/DR2 PyBDSF source catalogue (FITS table).
+
+    Fluxes (Total_flux, Peak_flux, Isl_rms: mJy, mJy/beam) are converted with
+    the table's units to Jy; sizes are the deconvolved DC_Maj/DC_Min (the
+    Maj/Min columns include the 6 arcsec beam), PA is DC_PA (east of north).
+    ``class_id`` from S_Code (S 1, M 2, C 3); ``source_id`` is the row number
+    (1-based) and Source_Name is kept as ``orig_Source_Name``.
+    """
+    path = Path(path)
+    table = _fits_table(path)
+    codes = _text_column(table, "S_Code") if "S_Code" in table.colnames else np.full(len(table), "S")
+    unknown = ~np.isin(codes, list(LOTSS_S_CODES))
+    if unknown.any():
+        row = int(np.flatnonzero(unknown)[0])
+        raise CatalogueError(path, f"unknown S_Code {codes[row]!r} (expected S, M or C)", row=row + 1)
+    if "DC_Maj" in table.colnames:
+        major = _column(table, path, "DC_Maj", "arcsec", default_unit="arcsec")
+        minor = _column(table, path, "DC_Min", "arcsec", default_unit="arcsec")
+        pa_deg = _column(table, path, "DC_PA", "deg", default_unit="deg")
+    else:  # deconvolve Maj/Min from the beam
+        from .geometry import covariance_from_ellipse, ellipse_from_covariance
+
+        cov = (covariance_from_ellipse(_column(table, path, "Maj", "arcsec", default_unit="arcsec"),
+                                       _column(table, path, "Min", "arcsec", default_unit="arcsec"),
+                                       _column(table, path, "PA", "deg", default_unit="deg"))
+               - covariance_from_ellipse(LOTSS_BEAM_ARCSEC, LOTSS_BEAM_ARCSEC, 0.0))
+        values, vectors = np.linalg.eigh(cov)
+        cov = vectors @ (np.clip(values, 0, None)[..., None] * np.swapaxes(vectors, -1, -2))
+        major, minor, pa_deg = ellipse_from_covariance(cov)
+    ra = _column(table, path, "RA", "deg", default_unit="deg")
+    dec = _column(table, path, "DEC", "deg", default_unit="deg")
+    out = pd.DataFrame({
+        "source_id": np.arange(1, len(table) + 1, dtype=np.int64),
+        "ra": normalise_ra(ra), "dec": dec, "ra_core": normalise_ra(ra), "dec_core": dec,
+        "flux": _column(table, path, "Total_flux", "Jy", default_unit="mJy"),
+        "peak_flux": _column(table, path, "Peak_flux", "Jy/beam", default_unit="mJy/beam"),
+        "major_fwhm": major, "minor_fwhm": minor, "pa": np.mod(pa_deg, 180.0),
+        "size_class": np.full(len(table), 2, dtype=np.int8),
+        "class_id": np.array([LOTSS_S_CODES[c] for c in codes], dtype=np.int16),
+        "local_rms": _column(table, path, "Isl_rms", "Jy/beam", default_unit="mJy/beam", required=False),
+    })
+    for name in table.colnames:
+        if table[name].ndim == 1:
+            column = table[name]
+            out[f"orig_{name}"] = _text_column(table, name) if column.dtype.kind in "SUO" else _native(column)
+    return out
+
+
+def read_mgcls(path: str | Path) -> pd.DataFrame:
+    """MGCLS compact-source catalogue (FITS table), as the simulator writes it.
+
+    Columns: Source_ID, RA_deg, Dec_deg (deg), Stot_mJy (mJy), Speak_mJy
+    (mJy/beam), smax_asec, smin_asec (intrinsic FWHM, arcsec), spa_deg (east
+    of north), rms_mJy (mJy/beam, optional), Class (optional: 1 point,
+    2 extended; default 1). Units are taken from the column names when the
+    table carries none.
+    """
+    path = Path(path)
+    table = _fits_table(path)
+    ra = _column(table, path, "RA_deg", "deg", default_unit="deg")
+    dec = _column(table, path, "Dec_deg", "deg", default_unit="deg")
+    ids = (_column(table, path, "Source_ID").round().astype(np.int64) if "Source_ID" in table.colnames
+           else np.arange(1, len(table) + 1, dtype=np.int64))
+    classes = (_column(table, path, "Class").round().astype(np.int16) if "Class" in table.colnames
+               else np.ones(len(table), dtype=np.int16))
+    out = pd.DataFrame({
+        "source_id": ids, "ra": normalise_ra(ra), "dec": dec, "ra_core": normalise_ra(ra), "dec_core": dec,
+        "flux": _column(table, path, "Stot_mJy", "Jy", default_unit="mJy"),
+        "peak_flux": _column(table, path, "Speak_mJy", "Jy/beam", default_unit="mJy/beam", required=False),
+        "major_fwhm": _column(table, path, "smax_asec", "arcsec", default_unit="arcsec"),
+        "minor_fwhm": _column(table, path, "smin_asec", "arcsec", default_unit="arcsec"),
+        "pa": np.mod(_column(table, path, "spa_deg", "deg", default_unit="deg"), 180.0),
+        "size_class": np.full(len(table), 2, dtype=np.int8),
+        "class_id": classes,
+        "local_rms": _column(table, path, "rms_mJy", "Jy/beam", default_unit="mJy/beam", required=False),
+    })
+    for name in table.colnames:
+        column = table[name]
+        out[f"orig_{name}"] = _text_column(table, name) if column.dtype.kind in "SUO" else _native(column)
     return out
 
 
@@ -255,10 +403,12 @@ class CatalogueFormat:
     size_classes: tuple[int, ...] = (1, 2, 3)
     #: header lines before the data of a text table (to name file lines in errors)
     header_lines: int = 0
+    #: text file (errors name file lines) or a table (errors name 1-based rows)
+    text: bool = True
 
     def row_of(self, path: Path, index: int) -> int:
-        """1-based file line (text tables) of the 0-based data row ``index``."""
-        return _line_of_row(path, self.header_lines, index)
+        """1-based file line (text) or table row (FITS) of the 0-based data row ``index``."""
+        return _line_of_row(path, self.header_lines, index) if self.text else index + 1
 
 
 FORMATS: dict[str, CatalogueFormat] = {
@@ -266,6 +416,8 @@ FORMATS: dict[str, CatalogueFormat] = {
     "sdc1_training": CatalogueFormat(read_sdc1_training, _sdc1_selection_rules,
                                      header_lines=SDC1_TRAINING_HEADER_LINES),
     "pybdsf_srl": CatalogueFormat(read_pybdsf_srl, size_classes=(2,)),
+    "lotss": CatalogueFormat(read_lotss, size_classes=(2,), text=False),
+    "mgcls": CatalogueFormat(read_mgcls, size_classes=(2,), text=False),
 }
 
 

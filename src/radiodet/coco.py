@@ -30,6 +30,7 @@ import pandas as pd
 from shapely.geometry import Polygon, box as shapely_box
 
 from .atomic import atomic_directory, write_json
+from .cutouts import read_manifests
 from .tiling import SPLITS
 
 __all__ = ["ellipse_polygon", "build_coco", "write_coco"]
@@ -120,14 +121,15 @@ def build_coco(split: str, manifest: pd.DataFrame, boxes: pd.DataFrame, classes:
 
 def write_coco(boxes_path: str | Path, manifest_paths: dict[str, str | Path], views_dirs: dict[str, str | Path],
                out_dir: str | Path, summary_path: str | Path, *, classes: dict[int, str], n_sigma: float,
-               survey: str = "") -> dict:
+               survey: str = "", ownership_path: str | Path | None = None) -> dict:
     """Write ``instances_<split>.json`` and link the PNG views into ``images/``.
 
-    The whole directory appears atomically.
+    Only cutouts owned by their field (``ownership_path``, from the index
+    stage) become images. The whole directory appears atomically.
     """
     out_dir = Path(out_dir)
     boxes = pd.read_parquet(boxes_path)
-    manifests = pd.concat([pd.read_parquet(p) for p in manifest_paths.values()], ignore_index=True)
+    manifests = read_manifests(manifest_paths, ownership_path)
     unknown = set(boxes["class_id"].unique()) - set(classes)
     if unknown:
         raise ValueError(f"{boxes_path}: class ids {sorted(unknown)} have no name in the config classes")

@@ -30,15 +30,15 @@ log = logging.getLogger(__name__)
 
 
 def bright_reference(path: str | Path, fmt: str, min_peak_snr: float) -> pd.DataFrame:
-    """Reference sources with catalogued peak / island rms >= ``min_peak_snr``.
+    """Reference sources with catalogued peak / local rms >= ``min_peak_snr``.
 
-    Needs ``peak_flux`` and an rms column (PyBDSF ``Isl_rms``).
+    Needs ``peak_flux`` and ``local_rms`` (PyBDSF's Isl_rms) in the schema.
     """
     ref = read_catalogue(path, fmt)
-    rms = ref.get("orig_Isl_rms")
-    if rms is None:
-        raise ValueError(f"{path}: the reference catalogue has no Isl_rms column to compute peak SNR")
-    return ref[ref["peak_flux"].to_numpy() >= min_peak_snr * rms.to_numpy()].reset_index(drop=True)
+    rms = ref["local_rms"].to_numpy()
+    if not np.isfinite(rms).any():
+        raise ValueError(f"{path}: the reference catalogue has no local rms (Isl_rms) to compute peak SNR")
+    return ref[ref["peak_flux"].to_numpy() >= min_peak_snr * rms].reset_index(drop=True)
 
 
 def box_coverage(ref: pd.DataFrame, boxes: pd.DataFrame, manifest_paths: dict[str, str | Path]) -> pd.DataFrame:

@@ -37,10 +37,10 @@ from .geometry import normalise_ra
 from .images import Beam, SkyImage, celestial_wcs, open_image
 from .logs import Progress
 from .schema import read_parquet_metadata, write_parquet
-from .tiling import Tile, layout_tiles
+from .tiling import Tile, layout_tiles, regions_for_field
 
 __all__ = ["MANIFEST_COLUMNS", "CutoutConfig", "make_cutouts", "robust_rms", "cutout_header", "footprint",
-           "field_wcs", "field_beam", "field_shape"]
+           "field_wcs", "field_beam", "field_shape", "read_manifests"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ class CutoutConfig:
     size: int = 205
     min_overlap: int = 0
     max_nan_fraction: float = 0.5
+    layout: str = "cover"
     #: samples of the field kept for field-wide view scaling
     pixel_sample_size: int = 2_000_000
 
@@ -96,6 +97,20 @@ def field_shape(manifest_path: str | Path) -> tuple[int, int]:
     """(ny, nx) of the parent image of a manifest."""
     ny, nx = read_parquet_metadata(manifest_path)["shape"]
     return int(ny), int(nx)
+
+
+def read_manifests(manifest_paths, ownership_path: str | Path | None = None) -> pd.DataFrame:
+    """All fields' manifests in one table; only the owned cutouts when ``ownership_path`` is given.
+
+    ``ownership_path`` is the index stage's ``cutouts.parquet``: cutouts where
+    another field's centre is nearer (overlapping mosaics) are left out.
+    """
+    paths = manifest_paths.values() if isinstance(manifest_paths, dict) else manifest_paths
+    manifest = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+    if ownership_path is not None:
+        owned = pd.read_parquet(ownership_path, columns=["cutout_id", "owned"])
+        manifest = manifest[manifest["cutout_id"].isin(owned.loc[owned["owned"], "cutout_id"])]
+    return manifest.reset_index(drop=True)
 
 
 def robust_rms(values: np.ndarray) -> tuple[float, float]:
@@ -168,14 +183,14 @@ def make_cutouts(image_path: str | Path, out_dir: str | Path, manifest_path: str
     manifest_path = Path(manifest_path)
     with open_image(image_path, plane=plane, beam=beam) as image:
         ny, nx = image.shape
-        tiles = layout_tiles(image.shape, config.size, min_overlap=config.min_overlap, regions=regions,
-                             wcs=image.wcs)
+        tiles = layout_tiles(image.shape, config.size, min_overlap=config.min_overlap,
+                             regions=regions_for_field(regions, field), wcs=image.wcs, layout=config.layout)
         log.info("%s: %d x %d px, %d tiles of %d px (min overlap %d) in splits %s", image.path, nx, ny,
                  len(tiles), config.size, config.min_overlap,
                  {s: sum(t.split == s for t in tiles) for s in sorted({t.split for t in tiles})})
         if not tiles:
-            raise ImageError(image.path, f"no {config.size} px cutout fits in the image ({nx} x {ny}) "
-                                         "and its split regions")
+            raise ImageError(image.path, f"no {config.size} px cutout fits in the image ({nx} x {ny}) and the "
+                                         f"split regions that apply to field {field!r}")
         stride = max(1, int(np.sqrt(nx * ny / config.pixel_sample_size)))
         rows: list[dict] = []
         samples: list[np.ndarray] = []

@@ -3,8 +3,11 @@
 For every (source, cutout) pair of the spatial index:
 
 * ``rms`` (image unit, Jy/beam): the cutout's robust noise (1.4826 x MAD of
-  its finite pixels, from the cutout stage; ``noise: mad``) or the field's rms
-  map sampled at the source (nearest pixel; ``noise: map``);
+  its finite pixels, from the cutout stage; ``noise: mad``), the field's rms
+  map sampled at the source (nearest pixel; ``noise: map``), or the
+  catalogue's own local noise (PyBDSF Isl_rms; ``noise: catalogue``);
+  ``noise: auto`` takes the map where the field has one, else the
+  catalogue's value where known, else the MAD;
 * ``pb``: the primary-beam response at the source (bilinear in the primary
   beam image; 1 when no primary beam is configured). Catalogue fluxes are
   true sky fluxes, the image shows ``apparent = true x pb``;
@@ -90,23 +93,34 @@ def filter_sources(assignments_path: str | Path, sources_path: str | Path, manif
     """
     if flux not in ("peak", "integrated"):
         raise ConfigError(f"filter.flux must be 'peak' or 'integrated', got {flux!r}")
-    if noise not in ("mad", "map"):
-        raise ConfigError(f"filter.noise must be 'mad' or 'map', got {noise!r}")
+    if noise not in ("mad", "map", "catalogue", "auto"):
+        raise ConfigError(f"filter.noise must be mad, map, catalogue or auto, got {noise!r}")
     pairs = pd.read_parquet(assignments_path)
     sources = pd.read_parquet(sources_path, columns=["source_id", "ra", "dec", "flux", "peak_flux", "major_fwhm",
-                                                     "minor_fwhm", "pa"])
+                                                     "minor_fwhm", "pa", "local_rms"])
     frames = []
+    noise_used: dict[str, str] = {}
     for field, manifest_path in manifest_paths.items():
         manifest = pd.read_parquet(manifest_path, columns=["cutout_id", "rms_mad"])
         sub = pairs[pairs["field"] == field].merge(sources, on="source_id", how="left", validate="many_to_one")
         sub = sub.merge(manifest, on="cutout_id", how="left", validate="many_to_one")
-        if noise == "map":
-            path = (rms_maps or {}).get(field)
-            if not path:
+        rms_map = (rms_maps or {}).get(field)
+        source = noise
+        if noise == "auto":
+            source = "map" if rms_map else ("catalogue" if np.isfinite(sub["local_rms"]).any() else "mad")
+        if source == "map":
+            if not rms_map:
                 raise ConfigError(f"filter.noise is 'map' but field {field!r} has no rms_map in the field table")
-            sub["rms"] = sample_image(path, sub["ra"], sub["dec"], order=0)
+            sub["rms"] = sample_image(rms_map, sub["ra"], sub["dec"], order=0)
+        elif source == "catalogue":
+            if not np.isfinite(sub["local_rms"]).any() and len(sub):
+                raise ConfigError("filter.noise is 'catalogue' but the catalogue has no local rms (Isl_rms)")
+            sub["rms"] = sub["local_rms"]
         else:
             sub["rms"] = sub["rms_mad"]
+        noise_used[field] = source
+        log.info("field %s: noise from %s", field, {"map": f"the rms map {rms_map}", "catalogue":
+                 "the catalogue's local rms", "mad": "the cutouts' MAD"}[source])
         pb_path = (primary_beams or {}).get(field)
         sub["pb"] = sample_image(pb_path, sub["ra"], sub["dec"]) if pb_path else 1.0
         beam = field_beam(manifest_path)
@@ -127,7 +141,8 @@ def filter_sources(assignments_path: str | Path, sources_path: str | Path, manif
     write_parquet(out, output, columns=FILTER_COLUMNS, metadata={"k": k, "flux": flux, "noise": noise})
     kept = out[out["keep"]]
     summary = {
-        "k": k, "flux": flux, "noise": noise, "pairs": int(len(out)), "pairs_kept": int(len(kept)),
+        "k": k, "flux": flux, "noise": noise, "noise_per_field": noise_used, "pairs": int(len(out)),
+        "pairs_kept": int(len(kept)),
         "pairs_undefined_snr": int(undefined.sum()),
         "sources": int(out["source_id"].nunique()), "sources_kept": int(kept["source_id"].nunique()),
         "median_rms": float(np.nanmedian(out["rms"])) if len(out) else None,

@@ -33,14 +33,21 @@ import sqlalchemy as sa
 from geoalchemy2 import Geography
 
 from .atomic import write_json
-from .cutouts import field_wcs, footprint
+from .cutouts import field_shape, field_wcs, footprint
 from .db import database, validate_identifier
 from .geometry import wrap_ra_difference
-from .schema import write_parquet
+from .schema import read_parquet_metadata, write_parquet
 
-__all__ = ["ASSIGNMENT_COLUMNS", "tables", "build_index", "load_and_assign"]
+__all__ = ["ASSIGNMENT_COLUMNS", "OWNERSHIP_COLUMNS", "tables", "build_index", "load_and_assign", "field_centres"]
 
 log = logging.getLogger(__name__)
+
+OWNERSHIP_COLUMNS: dict[str, tuple[pa.DataType, str, str]] = {
+    "cutout_id": (pa.string(), "", "cutout id"),
+    "field": (pa.string(), "", "field"),
+    "split": (pa.string(), "", "split"),
+    "owned": (pa.bool_(), "", "false: another field's centre is nearer somewhere in this cutout (not used)"),
+}
 
 ASSIGNMENT_COLUMNS: dict[str, tuple[pa.DataType, str, str]] = {
     "source_id": (pa.int64(), "", "source id (catalogue)"),
@@ -49,10 +56,16 @@ ASSIGNMENT_COLUMNS: dict[str, tuple[pa.DataType, str, str]] = {
 }
 
 
-def tables(schema: str) -> tuple[sa.MetaData, sa.Table, sa.Table, sa.Table]:
-    """SQLAlchemy tables ``sources``, ``cutouts``, ``assignments`` in ``schema``."""
+def tables(schema: str) -> tuple[sa.MetaData, dict[str, sa.Table]]:
+    """SQLAlchemy tables ``fields``, ``sources``, ``cutouts``, ``assignments`` in ``schema``."""
     schema = validate_identifier(schema, "database.schema")
     meta = sa.MetaData(schema=schema)
+    fields = sa.Table(
+        "fields", meta,
+        sa.Column("survey", sa.Text, primary_key=True),
+        sa.Column("field", sa.Text, primary_key=True),
+        sa.Column("centre", Geography("POINT", srid=4326, spatial_index=False), nullable=False),
+    )
     sources = sa.Table(
         "sources", meta,
         sa.Column("survey", sa.Text, primary_key=True),
@@ -67,7 +80,11 @@ def tables(schema: str) -> tuple[sa.MetaData, sa.Table, sa.Table, sa.Table]:
         sa.Column("cutout_id", sa.Text, primary_key=True),
         sa.Column("field", sa.Text, nullable=False),
         sa.Column("split", sa.Text, nullable=False),
+        # outer pixel edges grown by margin_px: what the source join uses
         sa.Column("footprint", Geography("POLYGON", srid=4326, spatial_index=True), nullable=False),
+        # exact outer pixel edges: where the field has valid data
+        sa.Column("extent", Geography("POLYGON", srid=4326, spatial_index=True), nullable=False),
+        sa.Column("owned", sa.Boolean, nullable=False, server_default=sa.true()),
     )
     assignments = sa.Table(
         "assignments", meta,
@@ -75,12 +92,16 @@ def tables(schema: str) -> tuple[sa.MetaData, sa.Table, sa.Table, sa.Table]:
         sa.Column("source_id", sa.BigInteger, primary_key=True),
         sa.Column("cutout_id", sa.Text, primary_key=True),
     )
-    return meta, sources, cutouts, assignments
+    return meta, {"fields": fields, "sources": sources, "cutouts": cutouts, "assignments": assignments}
 
 
 def _lon(ra: np.ndarray) -> np.ndarray:
     """RA in degrees -> geography longitude in [-180, 180)."""
     return wrap_ra_difference(ra)
+
+
+def _wkt_polygon(ra: np.ndarray, dec: np.ndarray) -> str:
+    return "POLYGON((" + ", ".join(f"{lo:.10f} {la:.10f}" for lo, la in zip(_lon(ra), dec)) + "))"
 
 
 def _copy(conn: sa.Connection, table: str, columns: list[str], frame: pd.DataFrame) -> None:
@@ -93,42 +114,75 @@ def _copy(conn: sa.Connection, table: str, columns: list[str], frame: pd.DataFra
         cursor.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)", buffer)
 
 
-def _footprints(manifest_paths: list[Path], margin_px: float) -> pd.DataFrame:
-    rows = []
+def _footprints(manifest_paths: list[Path], margin_px: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Cutout polygons (grown and exact) and the 5 ownership test points of each cutout."""
+    rows, points = [], []
     for path in manifest_paths:
         manifest = pd.read_parquet(path)
         wcs = field_wcs(path)
         for row in manifest.itertuples():
-            ra, dec = footprint(wcs, row.x0 - margin_px, row.y0 - margin_px, row.x1 + margin_px, row.y1 + margin_px)
-            wkt = "POLYGON((" + ", ".join(f"{lo:.10f} {la:.10f}" for lo, la in zip(_lon(ra), dec)) + "))"
-            rows.append((row.cutout_id, row.field, row.split, wkt))
-    return pd.DataFrame(rows, columns=["cutout_id", "field", "split", "wkt"])
+            grown = footprint(wcs, row.x0 - margin_px, row.y0 - margin_px, row.x1 + margin_px, row.y1 + margin_px)
+            exact = footprint(wcs, row.x0, row.y0, row.x1, row.y1)
+            rows.append((row.cutout_id, row.field, row.split, _wkt_polygon(*grown), _wkt_polygon(*exact)))
+            # corners (just inside the outer pixel edges) and centre
+            xs = np.array([row.x0 - 0.49, row.x1 - 0.51, row.x1 - 0.51, row.x0 - 0.49, (row.x0 + row.x1 - 1) / 2])
+            ys = np.array([row.y0 - 0.49, row.y0 - 0.49, row.y1 - 0.51, row.y1 - 0.51, (row.y0 + row.y1 - 1) / 2])
+            ra, dec = wcs.pixel_to_world_values(xs, ys)
+            points += [(row.cutout_id, row.field, float(lo), float(la)) for lo, la in zip(_lon(ra), dec)]
+    return (pd.DataFrame(rows, columns=["cutout_id", "field", "split", "wkt", "extent_wkt"]),
+            pd.DataFrame(points, columns=["cutout_id", "field", "lon", "lat"]))
+
+
+def field_centres(manifest_paths: list[Path], given: dict[str, tuple[float, float] | None] | None = None
+                  ) -> pd.DataFrame:
+    """Centre (RA, Dec) of each field: as given (field table), else the image centre."""
+    rows = []
+    for path in manifest_paths:
+        field = read_parquet_metadata(path)["field"]
+        if given and given.get(field) is not None:
+            ra, dec = given[field]
+        else:
+            ny, nx = field_shape(path)
+            ra, dec = field_wcs(path).pixel_to_world_values((nx - 1) / 2, (ny - 1) / 2)
+        rows.append((field, float(_lon(np.array([ra]))[0]), float(dec)))
+    return pd.DataFrame(rows, columns=["field", "lon", "lat"])
 
 
 def load_and_assign(engine: sa.Engine, sources: pd.DataFrame, cutouts: pd.DataFrame, *, survey: str,
-                    schema: str) -> pd.DataFrame:
-    """Replace ``survey``'s rows, join, and return the assignment table.
+                    schema: str, points: pd.DataFrame | None = None,
+                    centres: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Replace ``survey``'s rows, decide cutout ownership, join; return (assignments, cutouts).
 
-    ``sources``: columns source_id, ra, dec (deg). ``cutouts``: cutout_id,
-    field, split, wkt (geography polygon, longitudes in [-180, 180)).
-    Everything happens in one transaction.
+    ``sources``: source_id, ra, dec (deg). ``cutouts``: cutout_id, field,
+    split, wkt and extent_wkt (geography polygons, longitudes in [-180, 180)).
+    ``points``: cutout_id, field, lon, lat of each cutout's corners and centre;
+    ``centres``: field, lon, lat. A cutout is owned by its field when, at each
+    of its points, no other field with valid data there (one of its cutouts
+    covers the point) has a nearer centre (ties go to the field name that
+    sorts first): each patch of sky is cut out from one field only. Only
+    owned cutouts take part in the join. Everything happens in one
+    transaction.
     """
-    meta, src, cut, asg = tables(schema)
+    meta, t = tables(schema)
     preparer = engine.dialect.identifier_preparer
-    q_schema = preparer.quote_identifier(schema)
+    q = preparer.quote_identifier(schema)
     lock_key = zlib.crc32(f"radiodet:{schema}:{survey}".encode())
     with engine.begin() as conn:
         conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS postgis"))
-        conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {q_schema}"))
+        conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {q}"))
     # create_all in its own transaction: concurrent CREATE TABLE IF NOT EXISTS
     # can still collide, so serialise it with a global advisory lock.
     with engine.begin() as conn:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": zlib.crc32(f"radiodet:{schema}".encode())})
         meta.create_all(conn, checkfirst=True)
+        # tables made by an earlier version lack these columns
+        conn.execute(sa.text(f"ALTER TABLE {q}.cutouts ADD COLUMN IF NOT EXISTS extent geography(POLYGON, 4326)"))
+        conn.execute(sa.text(f"ALTER TABLE {q}.cutouts ADD COLUMN IF NOT EXISTS owned boolean NOT NULL DEFAULT true"))
+        conn.execute(sa.text(f"CREATE INDEX IF NOT EXISTS idx_cutouts_extent ON {q}.cutouts USING gist (extent)"))
     with engine.begin() as conn:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_key})
-        for table in (asg, cut, src):
-            conn.execute(table.delete().where(table.c.survey == survey))
+        for name in ("assignments", "cutouts", "sources", "fields"):
+            conn.execute(t[name].delete().where(t[name].c.survey == survey))
         t0 = time.monotonic()
         conn.execute(sa.text("CREATE TEMP TABLE tmp_sources (source_id bigint, lon double precision, "
                              "ra double precision, dec double precision) ON COMMIT DROP"))
@@ -136,48 +190,88 @@ def load_and_assign(engine: sa.Engine, sources: pd.DataFrame, cutouts: pd.DataFr
               pd.DataFrame({"source_id": sources["source_id"].to_numpy(), "lon": _lon(sources["ra"].to_numpy()),
                             "ra": sources["ra"].to_numpy(), "dec": sources["dec"].to_numpy()}))
         conn.execute(sa.text(
-            f"INSERT INTO {q_schema}.sources (survey, source_id, ra, dec, position) "
+            f"INSERT INTO {q}.sources (survey, source_id, ra, dec, position) "
             "SELECT :survey, source_id, ra, dec, ST_SetSRID(ST_MakePoint(lon, dec), 4326)::geography "
             "FROM tmp_sources"), {"survey": survey})
-        conn.execute(sa.text("CREATE TEMP TABLE tmp_cutouts (cutout_id text, field text, split text, wkt text) "
-                             "ON COMMIT DROP"))
-        _copy(conn, "tmp_cutouts", ["cutout_id", "field", "split", "wkt"], cutouts)
+        conn.execute(sa.text("CREATE TEMP TABLE tmp_cutouts (cutout_id text, field text, split text, wkt text, "
+                             "extent_wkt text) ON COMMIT DROP"))
+        _copy(conn, "tmp_cutouts", ["cutout_id", "field", "split", "wkt", "extent_wkt"], cutouts)
         conn.execute(sa.text(
-            f"INSERT INTO {q_schema}.cutouts (survey, cutout_id, field, split, footprint) "
-            "SELECT :survey, cutout_id, field, split, ST_GeogFromText('SRID=4326;' || wkt) FROM tmp_cutouts"),
-            {"survey": survey})
+            f"INSERT INTO {q}.cutouts (survey, cutout_id, field, split, footprint, extent, owned) "
+            "SELECT :survey, cutout_id, field, split, ST_GeogFromText('SRID=4326;' || wkt), "
+            "ST_GeogFromText('SRID=4326;' || extent_wkt), true FROM tmp_cutouts"), {"survey": survey})
         log.info("loaded %d sources and %d cutout footprints in %.1f s", len(sources), len(cutouts),
                  time.monotonic() - t0)
-        conn.execute(sa.text(f"ANALYZE {q_schema}.sources"))
-        conn.execute(sa.text(f"ANALYZE {q_schema}.cutouts"))
+        if centres is not None and points is not None and centres["field"].nunique() > 1:
+            conn.execute(sa.text("CREATE TEMP TABLE tmp_fields (field text, lon double precision, "
+                                 "lat double precision) ON COMMIT DROP"))
+            _copy(conn, "tmp_fields", ["field", "lon", "lat"], centres)
+            conn.execute(sa.text(
+                f"INSERT INTO {q}.fields (survey, field, centre) SELECT :survey, field, "
+                "ST_SetSRID(ST_MakePoint(lon, lat), 4326)::geography FROM tmp_fields"), {"survey": survey})
+            conn.execute(sa.text("CREATE TEMP TABLE tmp_points (cutout_id text, field text, lon double precision, "
+                                 "lat double precision) ON COMMIT DROP"))
+            _copy(conn, "tmp_points", ["cutout_id", "field", "lon", "lat"], points)
+            t0 = time.monotonic()
+            lost = conn.execute(sa.text(
+                f"WITH p AS (SELECT cutout_id, field, ST_SetSRID(ST_MakePoint(lon, lat), 4326)::geography AS g "
+                "FROM tmp_points), "
+                "rivals AS (SELECT DISTINCT p.cutout_id FROM p "
+                f"JOIN {q}.fields AS own ON own.survey = :survey AND own.field = p.field "
+                f"JOIN {q}.cutouts AS o ON o.survey = :survey AND o.field <> p.field AND ST_Covers(o.extent, p.g) "
+                f"JOIN {q}.fields AS other ON other.survey = :survey AND other.field = o.field "
+                "WHERE ST_Distance(p.g, other.centre, false) < ST_Distance(p.g, own.centre, false) "
+                "OR (ST_Distance(p.g, other.centre, false) = ST_Distance(p.g, own.centre, false) "
+                "AND other.field < own.field)) "
+                f"UPDATE {q}.cutouts AS c SET owned = false FROM rivals "
+                "WHERE c.survey = :survey AND c.cutout_id = rivals.cutout_id"), {"survey": survey}).rowcount
+            log.info("ownership: %d of %d cutouts lie (partly) where another field's centre is nearer; "
+                     "dropped (%.1f s)", lost, len(cutouts), time.monotonic() - t0)
+        conn.execute(sa.text(f"ANALYZE {q}.sources"))
+        conn.execute(sa.text(f"ANALYZE {q}.cutouts"))
         t0 = time.monotonic()
         inserted = conn.execute(sa.text(
-            f"INSERT INTO {q_schema}.assignments (survey, source_id, cutout_id) "
-            f"SELECT s.survey, s.source_id, c.cutout_id FROM {q_schema}.sources AS s "
-            f"JOIN {q_schema}.cutouts AS c ON c.survey = s.survey AND ST_Covers(c.footprint, s.position) "
+            f"INSERT INTO {q}.assignments (survey, source_id, cutout_id) "
+            f"SELECT s.survey, s.source_id, c.cutout_id FROM {q}.sources AS s "
+            f"JOIN {q}.cutouts AS c ON c.survey = s.survey AND c.owned AND ST_Covers(c.footprint, s.position) "
             "WHERE s.survey = :survey"), {"survey": survey}).rowcount
         log.info("spatial join: %d (source, cutout) pairs in %.1f s", inserted, time.monotonic() - t0)
         result = conn.execute(sa.text(
-            f"SELECT a.source_id, a.cutout_id, c.field FROM {q_schema}.assignments AS a "
-            f"JOIN {q_schema}.cutouts AS c ON c.survey = a.survey AND c.cutout_id = a.cutout_id "
+            f"SELECT a.source_id, a.cutout_id, c.field FROM {q}.assignments AS a "
+            f"JOIN {q}.cutouts AS c ON c.survey = a.survey AND c.cutout_id = a.cutout_id "
             "WHERE a.survey = :survey ORDER BY a.cutout_id, a.source_id"), {"survey": survey})
         assigned = pd.DataFrame(result.fetchall(), columns=["source_id", "cutout_id", "field"])
-    return assigned.astype({"source_id": np.int64})
+        owned = pd.DataFrame(conn.execute(sa.text(
+            f"SELECT cutout_id, field, split, owned FROM {q}.cutouts WHERE survey = :survey ORDER BY cutout_id"),
+            {"survey": survey}).fetchall(), columns=["cutout_id", "field", "split", "owned"])
+    return assigned.astype({"source_id": np.int64}), owned
 
 
-def build_index(sources_path: str | Path, manifest_paths: list[str | Path], output: str | Path,
-                summary_path: str | Path, *, survey: str, database_url: str | None, private_dir: str | Path,
-                schema: str = "radiodet", margin_px: float = 2.0, postgres_bin: str | None = None) -> dict:
-    """Index a survey and write the assignment Parquet and a JSON summary."""
+def build_index(sources_path: str | Path, manifest_paths: list[str | Path],
+                output: str | Path, summary_path: str | Path, *, survey: str, database_url: str | None,
+                private_dir: str | Path, schema: str = "radiodet", margin_px: float = 2.0,
+                postgres_bin: str | None = None, cutouts_output: str | Path | None = None,
+                centres: dict[str, tuple[float, float] | None] | None = None) -> dict:
+    """Index a survey; write the assignments, the cutout ownership and a JSON summary.
+
+    ``centres``: optional {field: (RA, Dec)} of the pointing/mosaic centres
+    (else the image centres).
+    """
     validate_identifier(schema, "database.schema")
+    manifest_paths = [Path(p) for p in manifest_paths]
     sources = pd.read_parquet(sources_path, columns=["source_id", "ra", "dec"])
-    cutouts = _footprints([Path(p) for p in manifest_paths], margin_px)
+    cutouts, points = _footprints(manifest_paths, margin_px)
+    centre_table = field_centres(manifest_paths, centres)
     with database(database_url, private_dir=private_dir, postgres_bin=postgres_bin) as engine:
-        assigned = load_and_assign(engine, sources, cutouts, survey=survey, schema=schema)
+        assigned, ownership = load_and_assign(engine, sources, cutouts, survey=survey, schema=schema, points=points,
+                                              centres=centre_table)
     write_parquet(assigned, output, columns=ASSIGNMENT_COLUMNS,
                   metadata={"survey": survey, "margin_px": margin_px, "sources": str(sources_path)})
+    if cutouts_output is not None:
+        write_parquet(ownership, cutouts_output, columns=OWNERSHIP_COLUMNS, metadata={"survey": survey})
     summary = {
         "survey": survey, "sources": int(len(sources)), "cutouts": int(len(cutouts)),
+        "cutouts_owned": int(ownership["owned"].sum()),
         "pairs": int(len(assigned)), "sources_in_a_cutout": int(assigned["source_id"].nunique()),
         "sources_in_no_cutout": int(len(sources) - assigned["source_id"].nunique()),
         "margin_px": margin_px,

@@ -20,6 +20,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from .atomic import atomic_directory, atomic_path  # noqa: E402
+from .cutouts import read_manifests  # noqa: E402
 
 __all__ = ["choose_cutouts", "draw_cutout", "write_previews", "plot_statistics"]
 
@@ -70,10 +71,11 @@ def draw_cutout(image: np.ndarray, boxes: pd.DataFrame, classes: dict[int, str],
 
 
 def write_previews(boxes_path: str | Path, manifest_paths: dict[str, str | Path], views_dirs: dict[str, str | Path],
-                   out_dir: str | Path, *, classes: dict[int, str], n: int = 6) -> list[str]:
-    """Draw ``n`` cutouts with their boxes into ``out_dir`` (atomically)."""
+                   out_dir: str | Path, *, classes: dict[int, str], n: int = 6,
+                   ownership_path: str | Path | None = None) -> list[str]:
+    """Draw ``n`` (owned) cutouts with their boxes into ``out_dir`` (atomically)."""
     boxes = pd.read_parquet(boxes_path)
-    manifest = pd.concat([pd.read_parquet(p) for p in manifest_paths.values()], ignore_index=True)
+    manifest = read_manifests(manifest_paths, ownership_path)
     chosen = choose_cutouts(manifest, boxes, n)
     with atomic_directory(out_dir) as tmp:
         for cutout_id in chosen:

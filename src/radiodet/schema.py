@@ -31,6 +31,8 @@ size_class            int8               how the catalogue defined its sizes:
                                          FWHM, 3 exponential scale length
 class_id              int16              class label (survey's own codes; names
                                          from the config ``classes`` mapping)
+local_rms             float64  Jy/beam   catalogued local noise (PyBDSF
+                                         Isl_rms); NaN where unknown (SDC1)
 ====================  =======  ========  =======================================
 """
 
@@ -61,6 +63,7 @@ SOURCE_COLUMNS: dict[str, tuple[pa.DataType, str, str]] = {
     "pa": (pa.float64(), "deg", "major-axis position angle east of north, in [0, 180)"),
     "size_class": (pa.int8(), "", "catalogue size definition: 1 LAS, 2 Gaussian FWHM, 3 exponential scale length"),
     "class_id": (pa.int16(), "", "class label code"),
+    "local_rms": (pa.float64(), "Jy/beam", "catalogued local noise (PyBDSF Isl_rms), NaN if unknown"),
 }
 
 SCHEMA_VERSION = "1"

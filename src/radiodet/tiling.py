@@ -27,7 +27,8 @@ import numpy as np
 from .errors import ConfigError
 from .geometry import normalise_ra
 
-__all__ = ["PixelBox", "SkyBox", "Tile", "axis_starts", "region_from_config", "layout_tiles", "SPLITS"]
+__all__ = ["PixelBox", "SkyBox", "Tile", "axis_starts", "region_from_config", "regions_for_field", "layout_tiles",
+           "SPLITS"]
 
 SPLITS = ("train", "val", "test")
 
@@ -108,16 +109,42 @@ def region_from_config(spec: dict) -> PixelBox | SkyBox:
                       f"{sorted(sky_keys)}; got {sorted(keys)}")
 
 
-def axis_starts(length: int, size: int, min_overlap: int = 0) -> list[int]:
+def regions_for_field(regions: dict[str, list[dict]] | None, field: str) -> dict[str, list[dict]] | None:
+    """The regions that apply to ``field``, without their ``field`` key.
+
+    A region with ``field: NAME`` applies to that field only; one without it
+    applies to every field. Returns None when no region was configured at
+    all (the whole image is then train); a configured set that leaves this
+    field out gives an empty mapping (no cutouts from this field).
+    """
+    if not regions:
+        return None
+    chosen: dict[str, list[dict]] = {}
+    for split, specs in regions.items():
+        for spec in specs or []:
+            if spec.get("field", field) == field:
+                chosen.setdefault(split, []).append({k: v for k, v in spec.items() if k != "field"})
+    return chosen
+
+
+def axis_starts(length: int, size: int, min_overlap: int = 0, *, layout: str = "cover") -> list[int]:
     """Start offsets of tiles of ``size`` covering ``length`` pixels.
 
-    Returns an empty list when the region is shorter than one tile.
+    ``layout="cover"``: the fewest tiles with at least ``min_overlap``
+    between neighbours; ``"n_plus_one"``: ``length // size + 1`` tiles (the
+    MGCLS recipe). Tiles are spread evenly from edge to edge. Returns an empty
+    list when the region is shorter than one tile.
     """
     if size <= 0 or not 0 <= min_overlap < size:
         raise ConfigError(f"cutout size {size} and overlap {min_overlap} need 0 <= overlap < size")
+    if layout not in ("cover", "n_plus_one"):
+        raise ConfigError(f"cutouts.layout must be cover or n_plus_one, got {layout!r}")
     if length < size:
         return []
-    n = max(1, math.ceil((length - min_overlap) / (size - min_overlap)))
+    if layout == "n_plus_one":
+        n = length // size + 1 if length > size else 1
+    else:
+        n = max(1, math.ceil((length - min_overlap) / (size - min_overlap)))
     if n == 1:
         return [0]
     return [int(round(v)) for v in np.linspace(0, length - size, n)]
@@ -143,16 +170,16 @@ def _tile_inside_sky_box(box: SkyBox, wcs, tile: Tile) -> bool:
 
 
 def layout_tiles(shape: tuple[int, int], size: int, *, min_overlap: int = 0,
-                 regions: dict[str, list[dict]] | None = None, wcs=None) -> list[Tile]:
+                 regions: dict[str, list[dict]] | None = None, wcs=None, layout: str = "cover") -> list[Tile]:
     """Tiles for an image of ``shape`` = (ny, nx), split by ``regions``.
 
     ``regions`` maps a split name to a list of region specs (see
-    :func:`region_from_config`). With no regions, the whole image is
-    ``train``. Raises :class:`ConfigError` when regions of different splits
-    overlap.
+    :func:`region_from_config`). With ``regions=None`` the whole image is
+    ``train``; an empty mapping gives no tiles. Raises
+    :class:`ConfigError` when regions of different splits overlap.
     """
     ny, nx = shape
-    if not regions:
+    if regions is None:
         regions = {"train": [{}]}
     unknown = set(regions) - set(SPLITS)
     if unknown:
@@ -177,8 +204,8 @@ def layout_tiles(shape: tuple[int, int], size: int, *, min_overlap: int = 0,
     for split, box, region in bounds:
         if box.empty:
             continue
-        for y0 in axis_starts(box.y_max - box.y_min, size, min_overlap):
-            for x0 in axis_starts(box.x_max - box.x_min, size, min_overlap):
+        for y0 in axis_starts(box.y_max - box.y_min, size, min_overlap, layout=layout):
+            for x0 in axis_starts(box.x_max - box.x_min, size, min_overlap, layout=layout):
                 tile = Tile(split, box.x_min + x0, box.y_min + y0, box.x_min + x0 + size, box.y_min + y0 + size)
                 if isinstance(region, SkyBox) and not _tile_inside_sky_box(region, wcs, tile):
                     continue

@@ -6,6 +6,7 @@ rule coco:
     input:
         boxes=f"{RESULTS}/boxes/boxes.parquet",
         manifests=get_manifests,
+        ownership=f"{RESULTS}/index/cutouts.parquet",
         views=get_views,
     output:
         coco=directory(f"{RESULTS}/coco"),

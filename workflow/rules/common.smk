@@ -3,18 +3,27 @@
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import pandas as pd
 from snakemake.utils import validate
 
-
-validate(config, schema="../schemas/config.schema.yaml")
-
 # The scripts import the radiodet package from src/ (also inside conda envs
 # and on cluster nodes: jobs inherit the environment of the submitting run).
 # PYTHONPATH is set here, not required from the user.
 _SRC = str(Path(workflow.basedir) / "src")
+if _SRC not in sys.path:
+    sys.path.insert(0, _SRC)
+
+from radiodet.surveys import with_survey_defaults  # noqa: E402
+
+# The survey adapter fills what the config leaves out, then the schema checks it.
+_merged = with_survey_defaults(config)
+config.clear()
+config.update(_merged)
+validate(config, schema="../schemas/config.schema.yaml")
+
 _PYTHONPATH = os.environ.get("PYTHONPATH", "")
 if _SRC not in _PYTHONPATH.split(os.pathsep):
     os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (_SRC, _PYTHONPATH) if p))
@@ -47,6 +56,15 @@ def field_value(field, column):
     return value or None
 
 
+def field_centres():
+    """{field: (RA, Dec)} from the field table's centre_ra/centre_dec, None where absent."""
+    centres = {}
+    for field in FIELD_NAMES:
+        ra, dec = field_value(field, "centre_ra"), field_value(field, "centre_dec")
+        centres[field] = (float(ra), float(dec)) if ra and dec else None
+    return centres
+
+
 def get_image(wildcards):
     return FIELDS.loc[wildcards.field, "image"]
 
@@ -69,7 +87,7 @@ def get_filter_maps(wildcards):
     """rms maps and primary beams the filter needs, as named inputs."""
     maps = {}
     for field in FIELD_NAMES:
-        if config["filter"]["noise"] == "map" and field_value(field, "rms_map"):
+        if config["filter"]["noise"] in ("map", "auto") and field_value(field, "rms_map"):
             maps[f"rms_{field}"] = field_value(field, "rms_map")
         if config["filter"]["primary_beam"] and field_value(field, "primary_beam"):
             maps[f"pb_{field}"] = field_value(field, "primary_beam")

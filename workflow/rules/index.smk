@@ -8,9 +8,11 @@ rule index:
         manifests=get_manifests,
     output:
         assignments=f"{RESULTS}/index/assignments.parquet",
+        cutouts=f"{RESULTS}/index/cutouts.parquet",
         summary=f"{RESULTS}/index/index.json",
     params:
         survey=SURVEY,
+        centres=field_centres(),
         database=config["database"],
         margin_px=config["index"]["margin_px"],
     log:

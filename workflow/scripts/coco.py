@@ -9,4 +9,5 @@ with configure(snakemake.log[0]):
     write_coco(snakemake.input.boxes, dict(zip(fields, snakemake.input.manifests)),
                dict(zip(fields, snakemake.input.views)), snakemake.output.coco, snakemake.output.summary,
                classes=snakemake.params.classes, survey=snakemake.params.survey,
-               n_sigma=n_sigma_for(snakemake.params.boxes["extent"], snakemake.params.boxes["scale"]))
+               n_sigma=n_sigma_for(snakemake.params.boxes["extent"], snakemake.params.boxes["scale"]),
+               ownership_path=snakemake.input.ownership)
