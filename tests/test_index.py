@@ -129,3 +129,44 @@ def test_connection_rules():
 def test_unreachable_database_is_a_clear_error(tmp_path):
     with pytest.raises(DatabaseUnavailable, match="cannot connect to the database"):
         engine_for(f"postgresql+psycopg2://nobody@/nodb?host={tmp_path}")
+
+
+def test_overlapping_fields_give_each_patch_of_sky_to_the_nearest_centre(tmp_path, postgis_url):
+    """Two overlapping 'mosaics' of the same sky with centres 300 px apart.
+
+    Owned cutouts of different fields never overlap, each owned cutout lies
+    nearer its own centre than the other's, and sources are assigned only to
+    owned cutouts.
+    """
+    big = sky_header(700, 300, ra0=205.0, dec0=55.0, cdelt=1.5 / 3600)
+    big_wcs = WCS(big)
+    manifests, centres = [], {}
+    for name, x0 in (("west", 0), ("east", 300)):
+        header = big.copy()
+        header["CRPIX1"] = big["CRPIX1"] - x0
+        header["NAXIS1"] = 400
+        image = write_image(tmp_path / f"{name}.fits", gaussian_image(400, 300, [], noise=1.0, seed=x0), header)
+        make_cutouts(image, tmp_path / name / "fits", tmp_path / name / "m.parquet", tmp_path / name / "s.npy",
+                     field=name, config=CutoutConfig(size=100))
+        manifests.append(tmp_path / name / "m.parquet")
+        ra, dec = big_wcs.pixel_to_world_values(x0 + 200 - 0.5, 150 - 0.5)
+        centres[name] = (float(ra), float(dec))
+    rng = np.random.default_rng(3)
+    ra, dec = big_wcs.pixel_to_world_values(rng.uniform(0, 699, 2000), rng.uniform(0, 299, 2000))
+    pd.DataFrame({"source_id": np.arange(2000), "ra": ra, "dec": dec}).to_parquet(tmp_path / "src.parquet")
+    summary = build_index(tmp_path / "src.parquet", manifests, tmp_path / "a.parquet", tmp_path / "a.json",
+                          survey="overlap", database_url=postgis_url, private_dir=tmp_path / "unused",
+                          margin_px=0.0, cutouts_output=tmp_path / "c.parquet", centres=centres)
+    ownership = pd.read_parquet(tmp_path / "c.parquet")
+    owned = ownership[ownership["owned"]]
+    assert 0 < summary["cutouts_owned"] < summary["cutouts"] == 24
+    # in the parent frame: west cutouts keep x < 350 (the midpoint), east ones x >= 350
+    spans = {}
+    for row in owned.itertuples():
+        manifest = pd.read_parquet(tmp_path / row.field / "m.parquet").set_index("cutout_id")
+        x0 = manifest.loc[row.cutout_id, "x0"] + (300 if row.field == "east" else 0)
+        spans.setdefault(row.field, []).append((x0, x0 + 100))
+    assert max(b for _, b in spans["west"]) <= 350 <= min(a for a, _ in spans["east"])
+    assigned = pd.read_parquet(tmp_path / "a.parquet")
+    assert set(assigned["cutout_id"]) <= set(owned["cutout_id"])
+    assert not assigned.duplicated("source_id").any()  # no sky in two owned cutouts here

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.ops import batched_nms
 
 from .atomic import write_json
+from .cutouts import robust_rms
 from .detector import choose_device
 from .filtering import sample_image
 from .geometry import covariance_from_ellipse, ellipse_from_covariance, normalise_ra, pixel_jacobian
@@ -285,7 +286,7 @@ def predict_field(model_path: str | Path, image_path: str | Path, sample_path: s
     categories = {int(k): int(v) for k, v in settings["categories"].items()}
     sample = np.load(sample_path)
     vmin, vmax = field_interval(sample, views)
-    background = float(np.median(sample)) if sample.size else 0.0
+    field_rms, background = robust_rms(sample) if sample.size else (float("nan"), 0.0)
     with open_image(image_path, plane=plane) as image:
         shape = image.shape
     started = time.monotonic()
@@ -298,6 +299,7 @@ def predict_field(model_path: str | Path, image_path: str | Path, sample_path: s
     catalogue.insert(0, "source_id", np.arange(1, len(catalogue) + 1, dtype=np.int64))
     catalogue["size_class"] = np.int8(2)
     catalogue["class_id"] = catalogue["label"].map(categories).astype(np.int16)
+    catalogue["local_rms"] = field_rms  # the field's robust noise (no rms map at this stage)
     catalogue = catalogue[list(SOURCE_COLUMNS) + [c for c in catalogue.columns if c not in SOURCE_COLUMNS]]
     write_parquet(catalogue, output, columns=SOURCE_COLUMNS, metadata={
         "image": str(image_path), "model": str(model_path), "vmin": vmin, "vmax": vmax, "background": background,
