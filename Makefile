@@ -51,7 +51,7 @@ demo: setup
 test: setup
 	RADIODET_REQUIRE_POSTGIS=1 $(BIN)/python -m pytest
 
-CONFIGS := config/config.yaml config/sdc1.yaml config/sdc1-gpu.yaml
+CONFIGS := config/config.yaml config/sdc1.yaml config/sdc1-gpu.yaml config/lotss.yaml config/mgcls.yaml config/mirabest.yaml
 
 lint: $(STAMP)
 	for c in $(CONFIGS); do $(BIN)/snakemake --lint --configfile $$c || exit 1; done

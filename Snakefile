@@ -21,6 +21,7 @@ if not workflow.overwrite_configfiles:
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/simulate.smk"
 include: "workflow/rules/ingest.smk"
 include: "workflow/rules/cutouts.smk"
 include: "workflow/rules/index.smk"
@@ -31,6 +32,7 @@ include: "workflow/rules/preview.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/predict.smk"
 include: "workflow/rules/score.smk"
+include: "workflow/rules/datasets.smk"
 
 
 rule all:

@@ -283,7 +283,7 @@ def _column(table, path: Path, name: str, unit: str | None = None, *, default_un
         bad = np.isnan(numeric) & ~np.isin(np.char.lower(values.astype(str)), ["nan", ""])
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
-            raise CatalogueError(path, f"column {name!r} is not a number: {values[row]!r}", row=row + 1)
+            raise CatalogueError(path, f"column {name!r} is not a number: {str(values[row])!r}", row=row + 1)
         data = numeric
     else:
         data = np.ma.filled(np.ma.asarray(column, dtype=float), np.nan)
@@ -326,7 +326,7 @@ def read_lotss(path: str | Path) -> pd.DataFrame:
     unknown = ~np.isin(codes, list(LOTSS_S_CODES))
     if unknown.any():
         row = int(np.flatnonzero(unknown)[0])
-        raise CatalogueError(path, f"unknown S_Code {codes[row]!r} (expected S, M or C)", row=row + 1)
+        raise CatalogueError(path, f"unknown S_Code {str(codes[row])!r} (expected S, M or C)", row=row + 1)
     if "DC_Maj" in table.colnames:
         major = _column(table, path, "DC_Maj", "arcsec", default_unit="arcsec")
         minor = _column(table, path, "DC_Min", "arcsec", default_unit="arcsec")
@@ -394,6 +394,44 @@ def read_mgcls(path: str | Path) -> pd.DataFrame:
     return out
 
 
+#: columns of the MiraBest label table (mirabestdata.txt), whitespace separated
+MIRABEST_COLUMNS = ["plate", "mjd", "fiber", "ra_hours", "dec_deg", "z", "col7", "size_arcsec", "code"]
+
+
+def read_mirabest(path: str | Path) -> pd.DataFrame:
+    """MiraBest label table (Miraghaei & Best 2017; Porter & Scaife 2023).
+
+    RA is in HOURS there (converted with astropy units). The class code's
+    first digit is the class: 1 FRI, 2 FRII, 3 hybrid (``class_id``); its
+    second digit is confident (0) / uncertain (1) and its third the
+    morphology (0 standard, 1 double-double, 2 WAT, 4 head-tail), kept as
+    ``orig_code``, ``orig_confidence``, ``orig_morphology``. Sizes are the
+    catalogued largest angular size (arcsec), as ``size_class`` 1.
+    """
+    import astropy.units as u
+
+    raw = read_whitespace_table(path, MIRABEST_COLUMNS)
+    code = raw["code"].round().astype(np.int64)
+    ra = (raw["ra_hours"].to_numpy() * u.hourangle).to_value(u.deg)
+    las = raw["size_arcsec"].to_numpy(float)
+    out = pd.DataFrame({
+        "source_id": np.arange(1, len(raw) + 1, dtype=np.int64),
+        "ra": normalise_ra(ra), "dec": raw["dec_deg"].to_numpy(float),
+        "ra_core": normalise_ra(ra), "dec_core": raw["dec_deg"].to_numpy(float),
+        "flux": np.full(len(raw), np.nan), "peak_flux": np.full(len(raw), np.nan),
+        "major_fwhm": las * LAS_TO_FWHM, "minor_fwhm": las * LAS_TO_FWHM, "pa": np.zeros(len(raw)),
+        "size_class": np.ones(len(raw), dtype=np.int8),
+        "class_id": (code // 100).astype(np.int16),
+        "local_rms": np.full(len(raw), np.nan),
+    })
+    for name in raw.columns:
+        out[f"orig_{name}"] = raw[name].to_numpy()
+    out["orig_code"] = code
+    out["orig_confidence"] = (code // 10) % 10
+    out["orig_morphology"] = code % 10
+    return out
+
+
 @dataclass(frozen=True)
 class CatalogueFormat:
     reader: Callable[[Path], pd.DataFrame]
@@ -418,6 +456,7 @@ FORMATS: dict[str, CatalogueFormat] = {
     "pybdsf_srl": CatalogueFormat(read_pybdsf_srl, size_classes=(2,)),
     "lotss": CatalogueFormat(read_lotss, size_classes=(2,), text=False),
     "mgcls": CatalogueFormat(read_mgcls, size_classes=(2,), text=False),
+    "mirabest": CatalogueFormat(read_mirabest, size_classes=(1,)),
 }
 
 
@@ -450,10 +489,13 @@ def validate_sources(df: pd.DataFrame, path: str | Path, spec: CatalogueFormat, 
         bad = ~(np.abs(df[col].to_numpy()) <= 90)
         if bad.any():
             fail(bad, f"{col} outside [-90, 90] deg")
-    for col in ("ra", "ra_core", "flux"):
+    for col in ("ra", "ra_core"):
         bad = ~np.isfinite(df[col].to_numpy())
         if bad.any():
             fail(bad, f"{col} is not finite")
+    bad = np.isinf(df["flux"].to_numpy())  # NaN: a label table without fluxes
+    if bad.any():
+        fail(bad, "flux is infinite")
     bad = ~np.isin(df["size_class"].to_numpy(), spec.size_classes)
     if bad.any():
         fail(bad, f"size class not one of {list(spec.size_classes)}")

@@ -21,7 +21,7 @@ from astropy.io import fits
 
 from .atomic import write_json
 from .catalogues import read_catalogue
-from .cutouts import field_shape, field_wcs
+from .cutouts import field_shape, field_wcs, read_manifests
 from .images import celestial_wcs
 
 __all__ = ["bright_reference", "box_coverage", "crosscheck"]
@@ -66,8 +66,13 @@ def box_coverage(ref: pd.DataFrame, boxes: pd.DataFrame, manifest_paths: dict[st
 
 
 def crosscheck(reference_path: str | Path, fmt: str, boxes_path: str | Path, manifest_paths: dict[str, str | Path],
-               output: str | Path, *, min_peak_snr: float = 10.0) -> dict:
-    """Write the coverage figures (JSON) of bright reference sources by boxes."""
+               output: str | Path, *, min_peak_snr: float = 10.0, ownership_path: str | Path | None = None) -> dict:
+    """Write the coverage figures (JSON) of bright reference sources by boxes.
+
+    ``fraction_inside`` counts every bright source in the field images;
+    ``fraction_inside_of_those_in_a_cutout`` only those inside a written
+    (owned) cutout, which separates box errors from sky that was not cut out.
+    """
     ref = bright_reference(reference_path, fmt, min_peak_snr)
     boxes = pd.read_parquet(boxes_path)
     # only reference sources inside the cut-out images count
@@ -79,10 +84,19 @@ def crosscheck(reference_path: str | Path, fmt: str, boxes_path: str | Path, man
     ref = ref[in_image].reset_index(drop=True)
     cover = box_coverage(ref, boxes, manifest_paths)
     inside = cover["inside_box"].to_numpy()
+    # sources inside a written cutout (crops with NaN, or outside every split
+    # region, or where another field owns the sky, are not cut out)
+    in_cutout = np.zeros(len(ref), dtype=bool)
+    for manifest_path in manifest_paths.values():
+        x, y = field_wcs(manifest_path).world_to_pixel_values(ref["ra"].to_numpy(), ref["dec"].to_numpy())
+        for row in read_manifests([manifest_path], ownership_path).itertuples():
+            in_cutout |= (x >= row.x0 - 0.5) & (x < row.x1 - 0.5) & (y >= row.y0 - 0.5) & (y < row.y1 - 0.5)
     result = {
         "reference": str(reference_path), "min_peak_snr": min_peak_snr,
         "reference_sources": int(len(cover)), "inside_a_box": int(inside.sum()),
         "fraction_inside": float(inside.mean()) if len(cover) else None,
+        "reference_sources_in_a_cutout": int(in_cutout.sum()),
+        "fraction_inside_of_those_in_a_cutout": float(inside[in_cutout].mean()) if in_cutout.any() else None,
         "median_distance_to_box_centre_px": float(np.median(cover.loc[inside, "distance_px"])) if inside.any() else None,
         "p90_distance_to_box_centre_px": float(np.percentile(cover.loc[inside, "distance_px"], 90)) if inside.any() else None,
         "outside": cover.loc[~inside, ["source_id", "ra", "dec"]].to_dict(orient="records"),

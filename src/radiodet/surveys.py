@@ -43,6 +43,17 @@ SURVEYS: dict[str, dict] = {
         "filter": {"noise": "auto", "flux": "peak"},
         "score": {"activate": False},
         "train": {"activate": False},
+        "datasets": {"detection": True, "ssl": True},
+    },
+    # MiraBest: FIRST cutouts of FRI/FRII radio galaxies with a label table;
+    # the per-source classification dataset only.
+    "mirabest": {
+        "catalogue": {"format": "mirabest"},
+        "classes": {1: "FRI", 2: "FRII", 3: "hybrid", 4: "unclassifiable"},
+        "datasets": {"detection": False, "classification": True},
+        "classification": {"stamp": 300, "crop": 150, "clip_sigma": 3.0, "mask_radius": 75.0},
+        "score": {"activate": False},
+        "train": {"activate": False},
     },
 }
 

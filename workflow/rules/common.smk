@@ -75,6 +75,13 @@ def get_primary_beam(wildcards):
     return {"primary_beam": path} if path else {}
 
 
+def get_field_images(wildcards):
+    """Every field's image (and rms map, where listed), as named inputs."""
+    inputs = {f"image_{field}": FIELDS.loc[field, "image"] for field in FIELD_NAMES}
+    inputs.update({f"rms_{field}": field_value(field, "rms_map") for field in FIELD_NAMES if field_value(field, "rms_map")})
+    return inputs
+
+
 def get_manifests(wildcards):
     return expand(f"{RESULTS}/cutouts/{{field}}/manifest.parquet", field=FIELD_NAMES)
 
@@ -106,15 +113,18 @@ def training_settings():
 
 
 def get_final_targets():
-    targets = [
-        f"{RESULTS}/coco",
-        f"{RESULTS}/preview",
-        f"{RESULTS}/plots/dataset_statistics.png",
-    ]
-    if config["crosscheck"].get("activate"):
-        targets.append(f"{RESULTS}/crosscheck/crosscheck.json")
-    if config["score"]["activate"]:
-        targets += [f"{RESULTS}/score/scores.csv", f"{RESULTS}/score/completeness_precision.png"]
-    elif config["train"]["activate"]:
-        targets += expand(f"{RESULTS}/predict/{{field}}.parquet", field=FIELD_NAMES)
+    """What `rule all` builds, from config `datasets`, `crosscheck`, `train`, `score`."""
+    targets = []
+    if config["datasets"]["detection"]:
+        targets += [f"{RESULTS}/coco", f"{RESULTS}/preview", f"{RESULTS}/plots/dataset_statistics.png"]
+        if config["crosscheck"].get("activate"):
+            targets.append(f"{RESULTS}/crosscheck/crosscheck.json")
+        if config["score"]["activate"]:
+            targets += [f"{RESULTS}/score/scores.csv", f"{RESULTS}/score/completeness_precision.png"]
+        elif config["train"]["activate"]:
+            targets += expand(f"{RESULTS}/predict/{{field}}.parquet", field=FIELD_NAMES)
+    if config["datasets"]["classification"]:
+        targets.append(f"{RESULTS}/classification")
+    if config["datasets"]["ssl"]:
+        targets.append(f"{RESULTS}/ssl/crops.parquet")
     return targets

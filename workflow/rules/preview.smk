@@ -46,6 +46,7 @@ rule crosscheck:
         reference=config["crosscheck"].get("catalogue", []),
         boxes=f"{RESULTS}/boxes/boxes.parquet",
         manifests=get_manifests,
+        ownership=f"{RESULTS}/index/cutouts.parquet",
         fits=expand(f"{RESULTS}/cutouts/{{field}}/fits", field=FIELD_NAMES),
     output:
         report=f"{RESULTS}/crosscheck/crosscheck.json",
