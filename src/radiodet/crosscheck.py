@@ -23,6 +23,7 @@ from .atomic import write_json
 from .catalogues import read_catalogue
 from .cutouts import field_shape, field_wcs, read_manifests
 from .images import celestial_wcs
+from .tiling import PixelBox
 
 __all__ = ["bright_reference", "box_coverage", "crosscheck"]
 
@@ -90,7 +91,7 @@ def crosscheck(reference_path: str | Path, fmt: str, boxes_path: str | Path, man
     for manifest_path in manifest_paths.values():
         x, y = field_wcs(manifest_path).world_to_pixel_values(ref["ra"].to_numpy(), ref["dec"].to_numpy())
         for row in read_manifests([manifest_path], ownership_path).itertuples():
-            in_cutout |= (x >= row.x0 - 0.5) & (x < row.x1 - 0.5) & (y >= row.y0 - 0.5) & (y < row.y1 - 0.5)
+            in_cutout |= PixelBox(row.x0, row.x1, row.y0, row.y1).holds(x, y)
     result = {
         "reference": str(reference_path), "min_peak_snr": min_peak_snr,
         "reference_sources": int(len(cover)), "inside_a_box": int(inside.sum()),

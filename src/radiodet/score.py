@@ -18,7 +18,7 @@ import pandas as pd
 
 from .atomic import atomic_path, write_json
 from .sdc1 import submission_frame, truth_submission, write_scorer_table
-from .tiling import PixelBox, SkyBox, region_from_config
+from .tiling import SkyBox, region_from_config
 
 __all__ = ["in_regions", "sdc1_score", "coco_map", "score_table", "plot_completeness_precision",
            "calibrate_threshold", "score_methods"]
@@ -42,9 +42,7 @@ def in_regions(ra, dec, regions: list[dict], wcs, shape) -> np.ndarray:
         if isinstance(region, SkyBox):
             mask |= region.contains(ra, dec) & inside_image
         else:
-            box: PixelBox = region.clip(nx, ny)
-            mask |= ((x >= box.x_min - 0.5) & (x < box.x_max - 0.5) & (y >= box.y_min - 0.5)
-                     & (y < box.y_max - 0.5))
+            mask |= region.clip(nx, ny).holds(x, y)
     return mask
 
 

@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from .cutouts import field_wcs, read_manifests
 from .schema import write_parquet
+from .tiling import PixelBox
 
 __all__ = ["SSL_COLUMNS", "count_sources", "build_ssl_table"]
 
@@ -46,11 +47,8 @@ SSL_COLUMNS: dict[str, tuple[pa.DataType, str, str]] = {
 
 def count_sources(manifest: pd.DataFrame, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Per cutout row: how many of the 0-based parent pixel positions (x, y) it holds."""
-    counts = np.zeros(len(manifest), dtype=np.int64)
-    for i, row in enumerate(manifest.itertuples()):
-        counts[i] = int(np.count_nonzero((x >= row.x0 - 0.5) & (x < row.x1 - 0.5)
-                                         & (y >= row.y0 - 0.5) & (y < row.y1 - 0.5)))
-    return counts
+    return np.array([np.count_nonzero(PixelBox(row.x0, row.x1, row.y0, row.y1).holds(x, y))
+                     for row in manifest.itertuples()], dtype=np.int64)
 
 
 def build_ssl_table(manifest_paths: dict[str, str | Path], ownership_path: str | Path, sources_path: str | Path,

@@ -53,6 +53,16 @@ class PixelBox:
     def empty(self) -> bool:
         return self.x_max <= self.x_min or self.y_max <= self.y_min
 
+    def holds(self, x, y) -> np.ndarray:
+        """Whether 0-based pixel positions fall in the box's pixels.
+
+        Pixel i covers [i - 0.5, i + 0.5), so the box spans
+        [x_min - 0.5, x_max - 0.5) x [y_min - 0.5, y_max - 0.5).
+        """
+        x, y = np.asarray(x, float), np.asarray(y, float)
+        return ((x >= self.x_min - 0.5) & (x < self.x_max - 0.5)
+                & (y >= self.y_min - 0.5) & (y < self.y_max - 0.5))
+
 
 @dataclass(frozen=True)
 class SkyBox:
