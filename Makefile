@@ -1,7 +1,7 @@
 # The two commands of the README:
 #   make demo   set everything up, then run the workflow on the bundled SDC1 data
 #   make test   set everything up, then run the test suite
-# Other targets: setup, postgis, lint, dryrun, bench-detector, clean.
+# Other targets: setup, postgis, report, lint, dryrun, bench-detector, clean.
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 # the workflow's shell rules call tools of the venv (torchrun)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: demo test setup postgis lint dryrun clean bench-detector
+.PHONY: demo test setup postgis lint dryrun clean bench-detector report
 
 $(STAMP): requirements.txt requirements-torch.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,12 @@ lint: $(STAMP)
 
 dryrun: $(STAMP)
 	for c in $(CONFIGS); do $(BIN)/snakemake -n --quiet rules --configfile $$c || exit 1; done
+
+# The HTML report of the demo run (runs whatever is missing first)
+report: setup
+	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/snakemake --report results/sdc1-demo/report.html
+	@echo "report: results/sdc1-demo/report.html"
 
 # Detector throughput on this machine (GPU if there is one)
 bench-detector: $(STAMP)

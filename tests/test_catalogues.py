@@ -5,14 +5,20 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import SDC1, SDC1_PYBDSF, SDC1_TRUTH
 
 from radiodet import catalogues
-from radiodet.catalogues import (EXPONENTIAL_TO_FWHM, LAS_TO_FWHM, east_of_north_to_sdc1_pa, ingest,
-                                 read_catalogue, sdc1_pa_to_east_of_north, sdc1_size_to_fwhm)
+from radiodet.catalogues import (
+    EXPONENTIAL_TO_FWHM,
+    LAS_TO_FWHM,
+    east_of_north_to_sdc1_pa,
+    ingest,
+    read_catalogue,
+    sdc1_pa_to_east_of_north,
+    sdc1_size_to_fwhm,
+)
 from radiodet.errors import CatalogueError
 from radiodet.schema import SOURCE_COLUMNS, read_parquet_metadata, read_units
-
-from conftest import SDC1, SDC1_PYBDSF, SDC1_TRUTH
 
 CLASSES = {1, 2, 3}
 TRUTH_LINE = "31689603 -0.40618432 -29.59313011 -0.40642133 -29.59476662 2.0448e-07 0.00071948 30.05 23.47 100.947 1 1\n"

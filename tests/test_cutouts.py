@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
+from conftest import SDC1_IMAGE, gaussian_image, sky_header, write_image
 from PIL import Image
 
 from radiodet import images
@@ -11,8 +12,6 @@ from radiodet.cutouts import CutoutConfig, make_cutouts, robust_rms
 from radiodet.errors import ImageError
 from radiodet.schema import read_parquet_metadata, read_units
 from radiodet.views import ViewConfig, field_interval, write_views
-
-from conftest import SDC1_IMAGE, gaussian_image, sky_header, write_image
 
 REGIONS = {"train": [{"x_max": 620, "y_max": 752}], "val": [{"x_max": 620, "y_min": 752}], "test": [{"x_min": 640}]}
 

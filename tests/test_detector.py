@@ -8,12 +8,16 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import REPO
 
 from radiodet.augment import hflip, random_sky_transform, rot90, vflip
-from radiodet.detector import ModelConfig, anchors_from_boxes, build_model, load_state_dict_adapting_channels
+from radiodet.detector import (
+    ModelConfig,
+    anchors_from_boxes,
+    build_model,
+    load_state_dict_adapting_channels,
+)
 from radiodet.torch_datasets import CocoRadioDetection
-
-from conftest import REPO
 
 
 def _bright_pixel_box(image):

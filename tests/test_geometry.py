@@ -3,12 +3,20 @@
 import numpy as np
 import pytest
 from astropy.wcs import WCS
-
-from radiodet.geometry import (FWHM_PER_SIGMA, covariance_from_ellipse, ellipse_from_covariance,
-                               envelope_half_widths, local_offsets, normalise_ra, peak_to_integrated,
-                               pixel_jacobian, sky_to_pixel_covariance, wrap_ra_difference)
-
 from conftest import sky_header
+
+from radiodet.geometry import (
+    FWHM_PER_SIGMA,
+    covariance_from_ellipse,
+    ellipse_from_covariance,
+    envelope_half_widths,
+    local_offsets,
+    normalise_ra,
+    peak_to_integrated,
+    pixel_jacobian,
+    sky_to_pixel_covariance,
+    wrap_ra_difference,
+)
 
 
 def test_normalise_ra_wraps_negative_and_360():

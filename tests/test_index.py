@@ -8,13 +8,17 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 from astropy.wcs import WCS
+from conftest import SDC1_IMAGE, SDC1_TRUTH, gaussian_image, sky_header, write_image
 
 from radiodet.cutouts import CutoutConfig, field_wcs, make_cutouts
-from radiodet.db import DatabaseUnavailable, connection_url, engine_for, validate_identifier
+from radiodet.db import (
+    DatabaseUnavailable,
+    connection_url,
+    engine_for,
+    validate_identifier,
+)
 from radiodet.errors import ConfigError
 from radiodet.index import _footprints, build_index, load_and_assign
-
-from conftest import SDC1_IMAGE, SDC1_TRUTH, gaussian_image, sky_header, write_image
 
 pytestmark = pytest.mark.postgis
 

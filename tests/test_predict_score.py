@@ -4,14 +4,19 @@ import numpy as np
 import pandas as pd
 import pytest
 from astropy.wcs import WCS
+from conftest import SDC1_IMAGE, SDC1_TRUTH, sky_header, write_image
 
 from radiodet.catalogues import read_catalogue
 from radiodet.predict import measure_sources, tile_cores
 from radiodet.score import calibrate_threshold, in_regions, sdc1_score
-from radiodet.sdc1 import SUBMISSION_COLUMNS, read_submission, submission_frame, truth_submission, write_submission
+from radiodet.sdc1 import (
+    SUBMISSION_COLUMNS,
+    read_submission,
+    submission_frame,
+    truth_submission,
+    write_submission,
+)
 from radiodet.tiling import axis_starts
-
-from conftest import SDC1_IMAGE, SDC1_TRUTH, sky_header, write_image
 
 
 def test_tile_cores_partition_the_axis():

@@ -10,15 +10,14 @@ import pytest
 import torch
 import yaml
 from astropy.io import fits
+from conftest import REPO, world_readable_tmpdir
+from test_workflow import ENV, SNAKEMAKE
 
 from radiodet.catalogues import read_catalogue
 from radiodet.classification import StampConfig, preprocess_stamp
 from radiodet.errors import CatalogueError
 from radiodet.surveys import with_survey_defaults
 from radiodet.torch_datasets import RadioClassification, SelfSupervisedCrops
-
-from conftest import REPO, world_readable_tmpdir
-from test_workflow import ENV, SNAKEMAKE
 
 LOTSS_CATALOGUE = REPO / "resources" / "lotss" / "catalog_shimwell_reduced.srl.fits"
 

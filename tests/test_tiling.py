@@ -3,11 +3,10 @@
 import numpy as np
 import pytest
 from astropy.wcs import WCS
+from conftest import sky_header
 
 from radiodet.errors import ConfigError
 from radiodet.tiling import SkyBox, axis_starts, layout_tiles
-
-from conftest import sky_header
 
 SDC1_REGIONS = {"train": [{"x_max": 620, "y_max": 752}], "val": [{"x_max": 620, "y_min": 752}],
                 "test": [{"x_min": 640}]}

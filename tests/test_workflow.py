@@ -19,9 +19,8 @@ import pytest
 import yaml
 from astropy.io import fits
 from astropy.wcs import WCS
-from pycocotools.coco import COCO
-
 from conftest import REPO, world_readable_tmpdir
+from pycocotools.coco import COCO
 
 pytestmark = [pytest.mark.workflow, pytest.mark.postgis]
 
@@ -176,3 +175,15 @@ def test_the_workflow_profile_is_applied_by_itself():
     block = done.stdout[done.stdout.index("rule train:"):]
     resources = block[block.index("resources:"):].splitlines()[0]
     assert "gpu=1" in resources and "cpus_per_gpu=8" in resources and "runtime=720" in resources
+
+
+def test_the_report_holds_the_figures_a_person_needs(demo_run):
+    report = demo_run / RESULTS / "report.html"
+    run_snakemake(demo_run, "--report", str(report), "--configfile", str(demo_run / "config" / "ci.yaml"))
+    html = report.read_text(errors="replace")
+    assert report.stat().st_size > 100_000
+    for item in ("dataset_statistics.png", "training_loss.png", "scores.csv", "completeness_precision.png",
+                 "crosscheck.json", "Cutouts with boxes"):
+        assert item in html, item
+    previews = [p.name for p in (demo_run / RESULTS / "preview").glob("*.png")]
+    assert previews and all(name in html for name in previews)

@@ -64,10 +64,11 @@ def bench_training(model, device, *, size: int, batch: int, steps: int, warmup: 
 
 def bench_prediction(model_path: Path, workdir: Path, *, field: int, tile: int, batch: int, workers: int,
                      device: str) -> dict:
-    from .predict import PredictConfig, predict_field
-    from .views import ViewConfig
     from astropy.io import fits
     from astropy.wcs import WCS
+
+    from .predict import PredictConfig, predict_field
+    from .views import ViewConfig
 
     rng = np.random.default_rng(1)
     data = rng.normal(0, 1e-6, (field, field)).astype(np.float32)

@@ -36,11 +36,17 @@ import pandas as pd
 import pyarrow as pa
 
 from .atomic import write_json
-from .errors import ConfigError
 from .cutouts import field_beam, field_wcs
-from .geometry import (FWHM_PER_SIGMA, covariance_from_ellipse, ellipse_from_covariance, envelope_half_widths,
-                       pixel_jacobian, sky_to_pixel_covariance)
-from .schema import write_parquet
+from .errors import ConfigError
+from .geometry import (
+    FWHM_PER_SIGMA,
+    covariance_from_ellipse,
+    ellipse_from_covariance,
+    envelope_half_widths,
+    pixel_jacobian,
+    sky_to_pixel_covariance,
+)
+from .schema import read_sources, write_parquet
 
 __all__ = ["BOX_COLUMNS", "n_sigma_for", "pixel_ellipses", "clip_boxes", "make_boxes"]
 
@@ -115,7 +121,7 @@ def make_boxes(filtered_path: str | Path, sources_path: str | Path, manifest_pat
         raise ConfigError(f"boxes.min_visible_fraction must be in (0, 1], got {min_visible_fraction}")
     pairs = pd.read_parquet(filtered_path)
     pairs = pairs[pairs["keep"]]
-    sources = pd.read_parquet(sources_path, columns=["source_id", "ra", "dec", "major_fwhm", "minor_fwhm", "pa",
+    sources = read_sources(sources_path, columns=["source_id", "ra", "dec", "major_fwhm", "minor_fwhm", "pa",
                                                      "class_id", "flux"])
     frames = []
     for field, manifest_path in manifest_paths.items():

@@ -34,6 +34,7 @@ from .cutouts import robust_rms
 from .filtering import sample_image
 from .images import open_image
 from .logs import Progress
+from .schema import read_sources
 
 __all__ = ["StampConfig", "preprocess_stamp", "build_classification_dataset"]
 
@@ -101,7 +102,7 @@ def build_classification_dataset(sources_path: str | Path, fields: pd.DataFrame,
     them and only the sources listed there are used. Sources in no field are
     counted and skipped.
     """
-    sources = pd.read_parquet(sources_path)
+    sources = read_sources(sources_path)
     sources["label"] = sources["class_id"].astype(int)
     if label_table is not None:
         labels = pd.read_csv(label_table)

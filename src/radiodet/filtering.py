@@ -32,11 +32,11 @@ import pandas as pd
 import pyarrow as pa
 
 from .atomic import write_json
+from .cutouts import field_beam
 from .errors import ConfigError
 from .geometry import covariance_from_ellipse, peak_to_integrated
-from .cutouts import field_beam
 from .images import open_image
-from .schema import write_parquet
+from .schema import read_sources, write_parquet
 
 __all__ = ["FILTER_COLUMNS", "sample_image", "filter_sources"]
 
@@ -96,7 +96,7 @@ def filter_sources(assignments_path: str | Path, sources_path: str | Path, manif
     if noise not in ("mad", "map", "catalogue", "auto"):
         raise ConfigError(f"filter.noise must be mad, map, catalogue or auto, got {noise!r}")
     pairs = pd.read_parquet(assignments_path)
-    sources = pd.read_parquet(sources_path, columns=["source_id", "ra", "dec", "flux", "peak_flux", "major_fwhm",
+    sources = read_sources(sources_path, columns=["source_id", "ra", "dec", "flux", "peak_flux", "major_fwhm",
                                                      "minor_fwhm", "pa", "local_rms"])
     frames = []
     noise_used: dict[str, str] = {}

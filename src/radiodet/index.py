@@ -36,7 +36,7 @@ from .atomic import write_json
 from .cutouts import field_shape, field_wcs, footprint
 from .db import database, validate_identifier
 from .geometry import wrap_ra_difference
-from .schema import read_parquet_metadata, write_parquet
+from .schema import read_parquet_metadata, read_sources, write_parquet
 
 __all__ = ["ASSIGNMENT_COLUMNS", "OWNERSHIP_COLUMNS", "tables", "build_index", "load_and_assign", "field_centres"]
 
@@ -259,7 +259,7 @@ def build_index(sources_path: str | Path, manifest_paths: list[str | Path],
     """
     validate_identifier(schema, "database.schema")
     manifest_paths = [Path(p) for p in manifest_paths]
-    sources = pd.read_parquet(sources_path, columns=["source_id", "ra", "dec"])
+    sources = read_sources(sources_path, columns=["source_id", "ra", "dec"])
     cutouts, points = _footprints(manifest_paths, margin_px)
     centre_table = field_centres(manifest_paths, centres)
     with database(database_url, private_dir=private_dir, postgres_bin=postgres_bin) as engine:

@@ -39,7 +39,12 @@ from .atomic import write_json
 from .cutouts import robust_rms
 from .detector import choose_device
 from .filtering import sample_image
-from .geometry import covariance_from_ellipse, ellipse_from_covariance, normalise_ra, pixel_jacobian
+from .geometry import (
+    covariance_from_ellipse,
+    ellipse_from_covariance,
+    normalise_ra,
+    pixel_jacobian,
+)
 from .images import open_image
 from .logs import Progress
 from .schema import SOURCE_COLUMNS, write_parquet

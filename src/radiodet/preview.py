@@ -22,7 +22,7 @@ from matplotlib.patches import Rectangle  # noqa: E402
 from .atomic import atomic_directory, atomic_path  # noqa: E402
 from .cutouts import read_manifests  # noqa: E402
 
-__all__ = ["choose_cutouts", "draw_cutout", "write_previews", "plot_statistics"]
+__all__ = ["choose_cutouts", "draw_cutout", "write_previews", "plot_statistics", "plot_training_loss"]
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,27 @@ def plot_statistics(boxes_path: str | Path, filtered_path: str | Path, path: str
         axes[2].text(x, total, f"{int(total)}", ha="center", va="bottom", fontsize=8)
     axes[2].set(ylabel="annotations", title="Annotations per split and class")
     axes[2].legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def plot_training_loss(loss_csv: str | Path, path: str | Path) -> None:
+    """Loss terms and learning rate against step, from the trainer's ``loss.csv``."""
+    loss = pd.read_csv(loss_csv)
+    fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(13, 4.2), dpi=100)
+    for column, style in (("loss", "k-"), ("loss_classifier", "C0-"), ("loss_box_reg", "C1-"),
+                          ("loss_objectness", "C2-"), ("loss_rpn_box_reg", "C3-")):
+        if column in loss and len(loss):
+            ax_loss.plot(loss["step"], loss[column], style, lw=1.2 if column == "loss" else 0.8, label=column)
+    ax_loss.set(xlabel="step", ylabel="loss", yscale="log", title=f"Training loss ({len(loss)} steps, "
+                f"{int(loss['epoch'].max()) + 1 if len(loss) else 0} epochs)")
+    ax_loss.legend(fontsize=8)
+    ax_lr.plot(loss["step"], loss["lr"], "C4-")
+    ax_lr.set(xlabel="step", ylabel="learning rate", title="Learning rate")
+    for ax in (ax_loss, ax_lr):
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png")

@@ -47,7 +47,8 @@ import pyarrow.parquet as pq
 
 from .atomic import atomic_path
 
-__all__ = ["SOURCE_COLUMNS", "source_schema", "write_parquet", "read_units", "read_parquet_metadata"]
+__all__ = ["SOURCE_COLUMNS", "source_schema", "write_parquet", "read_units", "read_parquet_metadata",
+           "read_sources"]
 
 #: name -> (arrow type, unit, description), in file order.
 SOURCE_COLUMNS: dict[str, tuple[pa.DataType, str, str]] = {
@@ -122,3 +123,18 @@ def read_parquet_metadata(path: str | Path) -> dict:
     meta = pq.read_schema(path).metadata or {}
     raw = meta.get(b"radiodet")
     return json.loads(raw) if raw else {}
+
+
+def read_sources(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """The ingested catalogue (all or some columns), checked against the schema.
+
+    A file written by an older version of the schema (a column missing) is
+    an error that says how to remake it, not a cryptic Arrow message.
+    """
+    available = set(pq.read_schema(path).names)
+    wanted = list(SOURCE_COLUMNS) if columns is None else columns
+    missing = [c for c in wanted if c not in available]
+    if missing:
+        raise ValueError(f"{path}: no column(s) {', '.join(missing)}: the catalogue was written by an older "
+                         "version of radiodet; remake it with `snakemake --forcerun ingest`")
+    return pd.read_parquet(path, columns=columns)

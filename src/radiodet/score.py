@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_path, write_json
+from .schema import read_sources
 from .sdc1 import submission_frame, truth_submission, write_scorer_table
 from .tiling import SkyBox, region_from_config
 
@@ -177,7 +178,7 @@ def score_methods(sources_path: str | Path, manifests: dict[str, str | Path],
 
     if not regions:
         raise ValueError("score.region names a split without regions: nothing to score on")
-    sources = pd.read_parquet(sources_path)
+    sources = read_sources(sources_path)
     by_field = {field: sources for field in manifests}
     truth = truth_submission(_region_rows(by_field, manifests, regions)).drop_duplicates("id")
     write_scorer_table(truth, truth_path, header=False)

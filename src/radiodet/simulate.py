@@ -32,7 +32,12 @@ from astropy.table import Table
 from astropy.wcs import WCS
 
 from .atomic import atomic_path
-from .geometry import covariance_from_ellipse, local_offsets, pixel_jacobian, sky_to_pixel_covariance
+from .geometry import (
+    covariance_from_ellipse,
+    local_offsets,
+    pixel_jacobian,
+    sky_to_pixel_covariance,
+)
 
 __all__ = ["SimulationConfig", "simulate_field", "simulate_fields"]
 

@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 
 from .cutouts import field_wcs, read_manifests
-from .schema import write_parquet
+from .schema import read_sources, write_parquet
 from .tiling import PixelBox
 
 __all__ = ["SSL_COLUMNS", "count_sources", "build_ssl_table"]
@@ -64,7 +64,7 @@ def build_ssl_table(manifest_paths: dict[str, str | Path], ownership_path: str |
         snr = pd.read_parquet(snr_path, columns=["source_id", "cutout_id", "snr"])
         pairs = pairs.merge(snr, on=["source_id", "cutout_id"], how="left")
         pairs = pairs[pairs["snr"] >= min_snr]
-    sources = pd.read_parquet(sources_path, columns=["source_id", "ra", "dec"])
+    sources = read_sources(sources_path, columns=["source_id", "ra", "dec"])
     rows = []
     for field, manifest_path in manifest_paths.items():
         wcs = field_wcs(manifest_path)

@@ -40,8 +40,15 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from .atomic import atomic_path, write_json
-from .detector import (ModelConfig, anchors_from_boxes, build_model, choose_device, load_state_dict_adapting_channels,
-                       model_scale, param_checksum)
+from .detector import (
+    ModelConfig,
+    anchors_from_boxes,
+    build_model,
+    choose_device,
+    load_state_dict_adapting_channels,
+    model_scale,
+    param_checksum,
+)
 from .torch_datasets import CocoRadioDetection, collate_detection
 
 __all__ = ["TrainConfig", "get_args_parser", "main", "train"]

@@ -24,8 +24,15 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
-from astropy.visualization import (AsinhStretch, AsymmetricPercentileInterval, LinearStretch, LogStretch,
-                                   ManualInterval, SqrtStretch, ZScaleInterval)
+from astropy.visualization import (
+    AsinhStretch,
+    AsymmetricPercentileInterval,
+    LinearStretch,
+    LogStretch,
+    ManualInterval,
+    SqrtStretch,
+    ZScaleInterval,
+)
 from PIL import Image
 
 from .atomic import atomic_directory, write_json

@@ -119,10 +119,12 @@ def get_final_targets():
         targets += [f"{RESULTS}/coco", f"{RESULTS}/preview", f"{RESULTS}/plots/dataset_statistics.png"]
         if config["crosscheck"].get("activate"):
             targets.append(f"{RESULTS}/crosscheck/crosscheck.json")
-        if config["score"]["activate"]:
-            targets += [f"{RESULTS}/score/scores.csv", f"{RESULTS}/score/completeness_precision.png"]
-        elif config["train"]["activate"]:
-            targets += expand(f"{RESULTS}/predict/{{field}}.parquet", field=FIELD_NAMES)
+        if config["train"]["activate"]:
+            targets.append(f"{RESULTS}/plots/training_loss.png")
+            if config["score"]["activate"]:
+                targets += [f"{RESULTS}/score/scores.csv", f"{RESULTS}/score/completeness_precision.png"]
+            else:
+                targets += expand(f"{RESULTS}/predict/{{field}}.parquet", field=FIELD_NAMES)
     if config["datasets"]["classification"]:
         targets.append(f"{RESULTS}/classification")
     if config["datasets"]["ssl"]:

@@ -9,7 +9,8 @@ rule preview:
         ownership=f"{RESULTS}/index/cutouts.parquet",
         views=get_views,
     output:
-        preview=directory(f"{RESULTS}/preview"),
+        preview=report(directory(f"{RESULTS}/preview"), patterns=["{name}.png"], caption="../report/preview.rst",
+                       category="Dataset", subcategory="Cutouts with boxes"),
     params:
         fields=FIELD_NAMES,
         classes=CLASSES,
@@ -28,7 +29,8 @@ rule statistics_plot:
         boxes=f"{RESULTS}/boxes/boxes.parquet",
         snr=f"{RESULTS}/filter/snr.parquet",
     output:
-        plot=f"{RESULTS}/plots/dataset_statistics.png",
+        plot=report(f"{RESULTS}/plots/dataset_statistics.png", caption="../report/statistics.rst",
+                    category="Dataset", subcategory="Statistics"),
     params:
         classes=CLASSES,
         k=config["filter"]["k"],
@@ -49,7 +51,8 @@ rule crosscheck:
         ownership=f"{RESULTS}/index/cutouts.parquet",
         fits=expand(f"{RESULTS}/cutouts/{{field}}/fits", field=FIELD_NAMES),
     output:
-        report=f"{RESULTS}/crosscheck/crosscheck.json",
+        report=report(f"{RESULTS}/crosscheck/crosscheck.json", caption="../report/crosscheck.rst",
+                      category="Dataset", subcategory="Independent check"),
     params:
         fields=FIELD_NAMES,
         format=config["crosscheck"].get("format", "pybdsf_srl"),

@@ -10,8 +10,10 @@ rule score:
         pybdsf=expand(f"{RESULTS}/baseline/{{field}}.parquet", field=FIELD_NAMES),
         coco=f"{RESULTS}/score/coco_test.json",
     output:
-        table=f"{RESULTS}/score/scores.csv",
-        plot=f"{RESULTS}/score/completeness_precision.png",
+        table=report(f"{RESULTS}/score/scores.csv", caption="../report/scores.rst", category="Detector",
+                     subcategory="Scores"),
+        plot=report(f"{RESULTS}/score/completeness_precision.png", caption="../report/completeness.rst",
+                    category="Detector", subcategory="Scores"),
         detector=f"{RESULTS}/score/sdc1_detector.json",
         pybdsf=f"{RESULTS}/score/sdc1_pybdsf.json",
         truth=f"{RESULTS}/score/truth_test_region.txt",

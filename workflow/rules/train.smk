@@ -24,3 +24,18 @@ rule train:
         "torchrun --standalone --nproc_per_node={params.nproc} -m radiodet.train"
         " --train-json {input.coco:q}/instances_train.json --out-dir {params.out_dir:q}"
         " --config-json {params.settings:q} > {log:q} 2>&1"
+
+
+rule plot_training:
+    """Loss terms and learning rate against step."""
+    input:
+        loss=f"{RESULTS}/train/loss.csv",
+    output:
+        plot=report(f"{RESULTS}/plots/training_loss.png", caption="../report/loss.rst", category="Detector",
+                    subcategory="Training"),
+    log:
+        f"{RESULTS}/logs/plot_training.log",
+    conda:
+        "../envs/dataset.yaml"
+    script:
+        "../scripts/plot_training.py"
