@@ -17,7 +17,21 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path", "atomic_directory", "write_json", "write_text"]
+__all__ = ["atomic_path", "atomic_directory", "write_json", "write_text", "remove_stale_temporaries"]
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete temporaries a killed earlier writer of ``path`` left behind.
+
+    They are named ``.<name>.<random>.tmp*`` next to ``path``; one output path
+    has one writer at a time (Snakemake guarantees it), so any such file is
+    stale.
+    """
+    for stale in path.parent.glob(f".{path.name}.*.tmp*"):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -34,6 +48,7 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     suffix = path.suffix if suffix is None else suffix
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
@@ -55,14 +70,17 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
+    old = path.with_name(f".{path.name}.old")
+    if old.exists() and path.exists():  # an earlier writer was killed after its new content was in place
+        shutil.rmtree(old)
+    elif old.exists():  # killed between moving the old content aside and putting the new one in place
+        os.replace(old, path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmpdir", dir=path.parent))
     try:
         yield tmp
         os.chmod(tmp, 0o755)
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
             os.replace(path, old)
             os.replace(tmp, path)
             shutil.rmtree(old)

@@ -35,6 +35,7 @@ from geoalchemy2 import Geography
 from .atomic import write_json
 from .cutouts import field_shape, field_wcs, footprint
 from .db import database, validate_identifier
+from .errors import InputError
 from .geometry import wrap_ra_difference
 from .schema import read_parquet_metadata, read_sources, write_parquet
 
@@ -167,13 +168,13 @@ def load_and_assign(engine: sa.Engine, sources: pd.DataFrame, cutouts: pd.DataFr
     preparer = engine.dialect.identifier_preparer
     q = preparer.quote_identifier(schema)
     lock_key = zlib.crc32(f"radiodet:{schema}:{survey}".encode())
+    # CREATE ... IF NOT EXISTS still races between concurrent sessions (both
+    # see "absent", one fails on the catalogue's unique index), so the DDL is
+    # serialised by one database-wide advisory lock, held to the commit.
     with engine.begin() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": zlib.crc32(b"radiodet:ddl")})
         conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS postgis"))
         conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {q}"))
-    # create_all in its own transaction: concurrent CREATE TABLE IF NOT EXISTS
-    # can still collide, so serialise it with a global advisory lock.
-    with engine.begin() as conn:
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": zlib.crc32(f"radiodet:{schema}".encode())})
         meta.create_all(conn, checkfirst=True)
         # tables made by an earlier version lack these columns
         conn.execute(sa.text(f"ALTER TABLE {q}.cutouts ADD COLUMN IF NOT EXISTS extent geography(POLYGON, 4326)"))
@@ -251,11 +252,13 @@ def build_index(sources_path: str | Path, manifest_paths: list[str | Path],
                 output: str | Path, summary_path: str | Path, *, survey: str, database_url: str | None,
                 private_dir: str | Path, schema: str = "radiodet", margin_px: float = 2.0,
                 postgres_bin: str | None = None, cutouts_output: str | Path | None = None,
-                centres: dict[str, tuple[float, float] | None] | None = None) -> dict:
+                centres: dict[str, tuple[float, float] | None] | None = None, allow_empty: bool = False) -> dict:
     """Index a survey; write the assignments, the cutout ownership and a JSON summary.
 
     ``centres``: optional {field: (RA, Dec)} of the pointing/mosaic centres
-    (else the image centres).
+    (else the image centres). When no source falls in any cutout (image and
+    catalogue do not overlap) this is an error naming both, unless
+    ``allow_empty``: then the outputs are written, empty, with a warning.
     """
     validate_identifier(schema, "database.schema")
     manifest_paths = [Path(p) for p in manifest_paths]
@@ -265,6 +268,14 @@ def build_index(sources_path: str | Path, manifest_paths: list[str | Path],
     with database(database_url, private_dir=private_dir, postgres_bin=postgres_bin) as engine:
         assigned, ownership = load_and_assign(engine, sources, cutouts, survey=survey, schema=schema, points=points,
                                               centres=centre_table)
+    if assigned.empty:
+        catalogue = read_parquet_metadata(sources_path).get("source_file", str(sources_path))
+        images = ", ".join(sorted(str(read_parquet_metadata(p)["image"]) for p in manifest_paths))
+        message = (f"no source of the catalogue {catalogue} ({len(sources)} rows) falls in any cutout of "
+                   f"{images}: the image(s) and the catalogue do not overlap")
+        if not allow_empty:
+            raise InputError(None, message + " (set index.allow_empty: true to write an explicitly empty dataset)")
+        log.warning("%s; writing an empty dataset as index.allow_empty asks", message)
     write_parquet(assigned, output, columns=ASSIGNMENT_COLUMNS,
                   metadata={"survey": survey, "margin_px": margin_px, "sources": str(sources_path)})
     if cutouts_output is not None:

@@ -24,6 +24,11 @@ config.clear()
 config.update(_merged)
 validate(config, schema="../schemas/config.schema.yaml")
 
+from radiodet.db import connection_url  # noqa: E402
+
+# a password in database.url is refused before anything runs (and never echoed)
+connection_url(config["database"]["url"], environ={})
+
 _PYTHONPATH = os.environ.get("PYTHONPATH", "")
 if _SRC not in _PYTHONPATH.split(os.pathsep):
     os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (_SRC, _PYTHONPATH) if p))

@@ -15,6 +15,7 @@ rule index:
         centres=field_centres(),
         database=config["database"],
         margin_px=config["index"]["margin_px"],
+        allow_empty=config["index"]["allow_empty"],
     log:
         f"{RESULTS}/logs/index.log",
     benchmark:
