@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 # the workflow's shell rules call tools of the venv (torchrun)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: demo test setup postgis lint dryrun clean bench-detector report
+.PHONY: demo test setup postgis slurm lint dryrun clean bench-detector report
 
 $(STAMP): requirements.txt requirements-torch.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,19 @@ postgis:
 	  exit 1; \
 	fi
 
+# Single-node SLURM for the end-to-end scheduler test (Debian's slurm-wlm and
+# munge; root only: the test starts the daemons itself and skips, saying why,
+# where it cannot).
+slurm:
+	@if command -v slurmctld >/dev/null && command -v munged >/dev/null; then \
+	  echo "SLURM found: $$(slurmctld -V)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing slurm-wlm and munge (Debian packages)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null; \
+	else \
+	  echo "SLURM not installed and cannot install it here: its test will be skipped"; \
+	fi
+
 setup: $(STAMP) postgis
 
 demo: setup
@@ -48,8 +61,10 @@ demo: setup
 	@echo "scores: results/sdc1-demo/score/scores.csv"
 	@cat results/sdc1-demo/score/scores.csv
 
-test: setup
-	RADIODET_REQUIRE_POSTGIS=1 $(BIN)/python -m pytest
+test: setup slurm
+	RADIODET_REQUIRE_POSTGIS=1 \
+	RADIODET_REQUIRE_SLURM=$$( [ "$$(id -u)" = 0 ] && command -v slurmctld >/dev/null && echo 1 || echo 0) \
+	$(BIN)/python -m pytest
 
 CONFIGS := config/config.yaml config/sdc1.yaml config/sdc1-gpu.yaml config/lotss.yaml config/mgcls.yaml config/mirabest.yaml
 
