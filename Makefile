@@ -1,7 +1,7 @@
 # The two commands of the README:
 #   make demo   set everything up, then run the workflow on the bundled SDC1 data
 #   make test   set everything up, then run the test suite
-# Other targets: setup, postgis, report, lint, dryrun, bench-detector, clean.
+# Other targets: setup, postgis, slurm, report, bench, bench-detector, lint, dryrun, clean.
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 # the workflow's shell rules call tools of the venv (torchrun)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: demo test setup postgis slurm lint dryrun clean bench-detector report
+.PHONY: demo test setup postgis slurm lint dryrun clean bench bench-detector report
 
 $(STAMP): requirements.txt requirements-torch.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -79,6 +79,13 @@ report: setup
 	$(BIN)/snakemake --cores $(CORES)
 	$(BIN)/snakemake --report results/sdc1-demo/report.html
 	@echo "report: results/sdc1-demo/report.html"
+
+# Dataset stages on a synthetic SDC1-size field (generated once into benchmarks/):
+# time, peak memory and throughput per stage at 1/16, 1/4 and the full area,
+# next to this machine's disk speed. SCALES="--scale 1/16" for a quick look.
+SCALES ?= --scale 1/16 --scale 1/4 --scale 1
+bench: setup
+	$(BIN)/python -m radiodet.bench_dataset $(SCALES) --workdir benchmarks
 
 # Detector throughput on this machine (GPU if there is one)
 bench-detector: $(STAMP)

@@ -70,7 +70,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 def build_coco(split: str, manifest: pd.DataFrame, boxes: pd.DataFrame, classes: dict[int, str], *,
                n_sigma: float, fits_prefix: dict[str, str], npy_prefix: dict[str, str] | None = None,
-               survey: str = "") -> dict:
+               survey: str = "", segmentation: bool = True) -> dict:
     """The COCO dict of one split (pure function; paths given as prefixes).
 
     ``fits_prefix[field]`` is the path, relative to the JSON, of the directory
@@ -98,7 +98,8 @@ def build_coco(split: str, manifest: pd.DataFrame, boxes: pd.DataFrame, classes:
                 "bbox": [round(float(v), 4) for v in (box.bbox_x, box.bbox_y, box.bbox_w, box.bbox_h)],
                 "area": round(float(box.bbox_w * box.bbox_h), 4), "iscrowd": 0,
                 "segmentation": [ellipse_polygon(box.x + 0.5, box.y + 0.5, box.ellipse_major, box.ellipse_minor,
-                                                 box.ellipse_angle, n_sigma, row.width, row.height)],
+                                                 box.ellipse_angle, n_sigma, row.width, row.height)
+                                 if segmentation else []],
                 "source_id": int(box.source_id), "flux": float(box.flux), "snr": float(box.snr),
                 "ra": float(box.ra), "dec": float(box.dec),
             })
@@ -122,7 +123,7 @@ def build_coco(split: str, manifest: pd.DataFrame, boxes: pd.DataFrame, classes:
 
 def write_coco(boxes_path: str | Path, manifest_paths: dict[str, str | Path], views_dirs: dict[str, str | Path],
                out_dir: str | Path, summary_path: str | Path, *, classes: dict[int, str], n_sigma: float,
-               survey: str = "", ownership_path: str | Path | None = None) -> dict:
+               survey: str = "", ownership_path: str | Path | None = None, segmentation: bool = True) -> dict:
     """Write ``instances_<split>.json`` and link the PNG views into ``images/``.
 
     Only cutouts owned by their field (``ownership_path``, from the index
@@ -147,7 +148,7 @@ def write_coco(boxes_path: str | Path, manifest_paths: dict[str, str | Path], vi
         for split in SPLITS:
             coco = build_coco(split, manifests, boxes, classes, n_sigma=n_sigma, fits_prefix=fits_prefix,
                               npy_prefix=npy_prefix if npy_prefix and len(npy_prefix) == len(views_dirs) else None,
-                              survey=survey)
+                              survey=survey, segmentation=segmentation)
             for image in coco["images"]:
                 _link_or_copy(Path(views_dirs[image["field"]]) / f"{image['cutout_id']}.png", tmp / image["file_name"])
             write_json(tmp / f"instances_{split}.json", coco, indent=None)

@@ -115,11 +115,61 @@ def read_manifests(manifest_paths, ownership_path: str | Path | None = None) -> 
 
 def robust_rms(values: np.ndarray) -> tuple[float, float]:
     """(1.4826 x MAD, median) of the finite values; NaN for none."""
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
+    finite = values[np.isfinite(values)].astype(np.float64)  # a private copy, partitioned in place below
+    n = finite.size
+    if n == 0:
         return float("nan"), float("nan")
-    median = float(np.median(finite))
-    return MAD_TO_SIGMA * float(np.median(np.abs(finite - median))), median
+    median = _median_in_place(finite)
+    np.abs(finite - median, out=finite)
+    return MAD_TO_SIGMA * _median_in_place(finite), median
+
+
+def _median_in_place(values: np.ndarray) -> float:
+    n = values.size
+    half = n // 2
+    if n % 2:
+        values.partition(half)
+        return float(values[half])
+    values.partition([half - 1, half])
+    return 0.5 * float(values[half - 1] + values[half])
+
+
+class _CutoutWriter:
+    """Writes many same-shape 2-D float32 FITS files from one verified header.
+
+    astropy builds and verifies the header once (for the first cutout); each
+    file then gets that header with its own CRPIX and provenance cards
+    substituted (``astropy.io.fits.Card`` formats them) and the data as
+    big-endian float32, padded to 2880-byte blocks: the FITS standard's
+    layout for a primary HDU, an order of magnitude faster than a full
+    ``writeto`` per file for tens of thousands of cutouts.
+    """
+
+    VARYING = ("CRPIX1", "CRPIX2", "CUTID", "CUTX0", "CUTY0", "SPLIT", "RMSMAD")
+
+    def __init__(self, template: fits.Header, shape: tuple[int, int]):
+        hdu = fits.PrimaryHDU(data=np.zeros(shape, dtype=np.float32), header=template)
+        hdu.verify("exception")
+        self.cards = [card.image for card in hdu.header.cards]
+        self.index = {card.keyword: i for i, card in enumerate(hdu.header.cards)}
+        missing = [k for k in self.VARYING if k not in self.index]
+        if missing:
+            raise ValueError(f"cutout header template lacks {missing}")
+        self.shape = shape
+
+    def write(self, path: Path, data: np.ndarray, values: dict[str, tuple]) -> None:
+        if data.shape != self.shape:
+            raise ValueError(f"cutout of shape {data.shape}, expected {self.shape}")
+        cards = list(self.cards)
+        for key, (value, comment) in values.items():
+            cards[self.index[key]] = fits.Card(key, value, comment).image
+        header = "".join(cards) + "END".ljust(80)
+        header += " " * (-len(header) % 2880)
+        payload = np.ascontiguousarray(data, dtype=">f4").tobytes()
+        with open(path, "wb") as handle:
+            handle.write(header.encode("ascii"))
+            handle.write(payload)
+            handle.write(b"\0" * (-len(payload) % 2880))
 
 
 def cutout_header(image: SkyImage, tile: Tile, *, cutout_id: str, field: str) -> fits.Header:
@@ -197,6 +247,7 @@ def make_cutouts(image_path: str | Path, out_dir: str | Path, manifest_path: str
         next_sample_row = 0
         dropped_nan = 0
         progress = Progress(f"cutouts of {field}", len(tiles), unit="cutouts")
+        writer = None
         try:
             relative_dir = out_dir.relative_to(manifest_path.parent)
         except ValueError:
@@ -220,10 +271,19 @@ def make_cutouts(image_path: str | Path, out_dir: str | Path, manifest_path: str
                         continue
                     rms, median = robust_rms(data)
                     cutout_id = f"{field}_x{tile.x0:05d}_y{tile.y0:05d}"
-                    header = cutout_header(image, tile, cutout_id=cutout_id, field=field)
-                    header["RMSMAD"] = (rms, "1.4826 x median absolute deviation")
+                    if writer is None:
+                        template = cutout_header(image, tile, cutout_id=cutout_id, field=field)
+                        template["RMSMAD"] = (rms, "1.4826 x median absolute deviation")
+                        writer = _CutoutWriter(template, data.shape)
                     name = f"{cutout_id}.fits"
-                    fits.PrimaryHDU(data=data, header=header).writeto(tmp_dir / name)
+                    writer.write(tmp_dir / name, data, {
+                        "CRPIX1": (float(image.wcs.wcs.crpix[0] - tile.x0), None),
+                        "CRPIX2": (float(image.wcs.wcs.crpix[1] - tile.y0), None),
+                        "CUTID": (cutout_id, "cutout id"),
+                        "CUTX0": (tile.x0, "parent column of pixel x=0 (0-based)"),
+                        "CUTY0": (tile.y0, "parent row of pixel y=0 (0-based)"),
+                        "SPLIT": (tile.split, "dataset split"),
+                        "RMSMAD": (rms, "1.4826 x median absolute deviation")})
                     ra, dec = footprint(image.wcs, tile.x0, tile.y0, tile.x1, tile.y1)
                     ra_c, dec_c = image.wcs.pixel_to_world_values((tile.x0 + tile.x1 - 1) / 2,
                                                                   (tile.y0 + tile.y1 - 1) / 2)

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from geoalchemy2 import Geography
 
@@ -106,13 +107,32 @@ def _wkt_polygon(ra: np.ndarray, dec: np.ndarray) -> str:
 
 
 def _copy(conn: sa.Connection, table: str, columns: list[str], frame: pd.DataFrame) -> None:
-    """COPY ``frame`` into ``table`` (a trusted, already-quoted name) as CSV."""
-    buffer = io.StringIO()
-    frame.to_csv(buffer, index=False, header=False, float_format="%.12g")
+    """COPY ``frame`` into ``table`` (a trusted, already-quoted name) as CSV.
+
+    pyarrow writes the CSV (17 significant digits for floats: positions
+    survive the round trip exactly); values never pass through SQL text.
+    """
+    buffer = io.BytesIO()
+    pacsv.write_csv(pa.Table.from_pandas(frame[columns], preserve_index=False), buffer,
+                    write_options=pacsv.WriteOptions(include_header=False))
     buffer.seek(0)
     raw = conn.connection.dbapi_connection
     with raw.cursor() as cursor:
         cursor.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)", buffer)
+
+
+def _copy_out(conn: sa.Connection, query: str, types: dict[str, pa.DataType]) -> pd.DataFrame:
+    """Run ``query`` (a trusted statement without parameters) through COPY TO; columns typed by ``types``."""
+    names = list(types)
+    buffer = io.BytesIO()
+    raw = conn.connection.dbapi_connection
+    with raw.cursor() as cursor:
+        cursor.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT csv)", buffer)
+    buffer.seek(0)
+    if not buffer.getbuffer().nbytes:
+        return pa.schema(list(types.items())).empty_table().to_pandas()
+    return pacsv.read_csv(buffer, read_options=pacsv.ReadOptions(column_names=names),
+                          convert_options=pacsv.ConvertOptions(column_types=types)).to_pandas()
 
 
 def _footprints(manifest_paths: list[Path], margin_px: float) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -185,15 +205,16 @@ def load_and_assign(engine: sa.Engine, sources: pd.DataFrame, cutouts: pd.DataFr
         for name in ("assignments", "cutouts", "sources", "fields"):
             conn.execute(t[name].delete().where(t[name].c.survey == survey))
         t0 = time.monotonic()
-        conn.execute(sa.text("CREATE TEMP TABLE tmp_sources (source_id bigint, lon double precision, "
-                             "ra double precision, dec double precision) ON COMMIT DROP"))
-        _copy(conn, "tmp_sources", ["source_id", "lon", "ra", "dec"],
-              pd.DataFrame({"source_id": sources["source_id"].to_numpy(), "lon": _lon(sources["ra"].to_numpy()),
-                            "ra": sources["ra"].to_numpy(), "dec": sources["dec"].to_numpy()}))
+        conn.execute(sa.text("SET LOCAL maintenance_work_mem = '256MB'"))
+        conn.execute(sa.text("CREATE TEMP TABLE tmp_sources (source_id bigint, ra double precision, "
+                             "dec double precision) ON COMMIT DROP"))
+        _copy(conn, "tmp_sources", ["source_id", "ra", "dec"], sources)
+        # geography longitude in [-180, 180): RA >= 180 becomes RA - 360
         conn.execute(sa.text(
             f"INSERT INTO {q}.sources (survey, source_id, ra, dec, position) "
-            "SELECT :survey, source_id, ra, dec, ST_SetSRID(ST_MakePoint(lon, dec), 4326)::geography "
-            "FROM tmp_sources"), {"survey": survey})
+            "SELECT :survey, source_id, ra, dec, ST_SetSRID(ST_MakePoint("
+            "CASE WHEN ra >= 180 THEN ra - 360 ELSE ra END, dec), 4326)::geography FROM tmp_sources"),
+            {"survey": survey})
         conn.execute(sa.text("CREATE TEMP TABLE tmp_cutouts (cutout_id text, field text, split text, wkt text, "
                              "extent_wkt text) ON COMMIT DROP"))
         _copy(conn, "tmp_cutouts", ["cutout_id", "field", "split", "wkt", "extent_wkt"], cutouts)
@@ -237,11 +258,14 @@ def load_and_assign(engine: sa.Engine, sources: pd.DataFrame, cutouts: pd.DataFr
             f"JOIN {q}.cutouts AS c ON c.survey = s.survey AND c.owned AND ST_Covers(c.footprint, s.position) "
             "WHERE s.survey = :survey"), {"survey": survey}).rowcount
         log.info("spatial join: %d (source, cutout) pairs in %.1f s", inserted, time.monotonic() - t0)
-        result = conn.execute(sa.text(
+        # the survey reaches SQL as a bound parameter here; COPY then reads the temporary result
+        conn.execute(sa.text(
+            "CREATE TEMP TABLE tmp_result ON COMMIT DROP AS "
             f"SELECT a.source_id, a.cutout_id, c.field FROM {q}.assignments AS a "
             f"JOIN {q}.cutouts AS c ON c.survey = a.survey AND c.cutout_id = a.cutout_id "
             "WHERE a.survey = :survey ORDER BY a.cutout_id, a.source_id"), {"survey": survey})
-        assigned = pd.DataFrame(result.fetchall(), columns=["source_id", "cutout_id", "field"])
+        assigned = _copy_out(conn, "SELECT * FROM tmp_result",
+                             {"source_id": pa.int64(), "cutout_id": pa.string(), "field": pa.string()})
         owned = pd.DataFrame(conn.execute(sa.text(
             f"SELECT cutout_id, field, split, owned FROM {q}.cutouts WHERE survey = :survey ORDER BY cutout_id"),
             {"survey": survey}).fetchall(), columns=["cutout_id", "field", "split", "owned"])

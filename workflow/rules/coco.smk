@@ -16,6 +16,7 @@ rule coco:
         survey=SURVEY,
         classes=CLASSES,
         boxes=config["boxes"],
+        coco=config["coco"],
     log:
         f"{RESULTS}/logs/coco.log",
     benchmark:

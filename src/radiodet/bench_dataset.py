@@ -1,0 +1,265 @@
+"""Full-size benchmark of the dataset stages on a synthetic SDC1-like field.
+
+    python -m radiodet.bench_dataset                       # scales 1/16 and 1/4
+    python -m radiodet.bench_dataset --scale 1 --scale 1/4 --scale 1/16
+    make bench                                             # the same, all three scales
+
+For each scale (fraction of the 32768 x 32768 area) it generates once, and
+caches under ``--workdir`` (default ``benchmarks/``):
+
+* a float32 FITS image with the SDC1 header layout (4-D, SIN, 0.6"/px, 1.5"
+  beam), Gaussian noise of 0.38 uJy/beam (the SDC1 560 MHz 1000 h rms) and
+  point sources convolved with the beam, written band by band;
+* a catalogue in the SDC1 truth format (12 columns, RA as negative degrees
+  west of 0) with 5.25 million rows at full size (scaled with the area),
+  fluxes from a power law so that about a quarter of the sources are above 3
+  sigma, as in the real truth catalogue;
+
+then runs the workflow's dataset stages on it with Snakemake (ingest, cutouts,
+views, index, filter, boxes, COCO; no training) and prints, per stage, the
+wall time, peak resident memory (Snakemake's benchmark files) and
+throughput, next to this machine's sequential write, read and copy speed for
+the image's bytes measured in the same run. A last table shows how the time
+of each stage grows with the area.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from astropy.io import fits
+from scipy.ndimage import gaussian_filter
+
+FULL_SIDE = 32768
+FULL_SOURCES = 5_250_000
+PIXEL_DEG = 1.67847e-4
+NOISE = 3.8e-7          # Jy/beam
+BEAM_ARCSEC = 1.5
+BAND = 1024             # rows generated at a time
+STAGES = ["ingest", "cutouts", "views", "index", "filter", "boxes", "coco"]
+
+
+def _header(side: int) -> fits.Header:
+    header = fits.Header()
+    header.update({
+        "SIMPLE": True, "BITPIX": -32, "NAXIS": 4, "NAXIS1": side, "NAXIS2": side, "NAXIS3": 1, "NAXIS4": 1,
+        "CTYPE1": "RA---SIN", "CRVAL1": 0.0, "CRPIX1": side / 2 + 1, "CDELT1": -PIXEL_DEG, "CUNIT1": "deg",
+        "CTYPE2": "DEC--SIN", "CRVAL2": -30.0, "CRPIX2": side / 2 + 1, "CDELT2": PIXEL_DEG, "CUNIT2": "deg",
+        "CTYPE3": "FREQ", "CRVAL3": 5.6e8, "CRPIX3": 1.0, "CDELT3": 1.68e8,
+        "CTYPE4": "STOKES", "CRVAL4": 1.0, "CRPIX4": 1.0, "CDELT4": 1.0,
+        "BMAJ": BEAM_ARCSEC / 3600, "BMIN": BEAM_ARCSEC / 3600, "BPA": 0.0, "BUNIT": "JY/BEAM",
+    })
+    return header
+
+
+def generate(directory: Path, scale: Fraction, *, seed: int = 7) -> dict:
+    """Image and catalogue for ``scale`` of the full area (cached)."""
+    from astropy.wcs import WCS
+
+    side = int(round(FULL_SIDE * float(scale) ** 0.5))
+    n_sources = int(round(FULL_SOURCES * float(scale)))
+    image, catalogue = directory / "field.fits", directory / "truth.cat"
+    info = {"side": side, "sources": n_sources, "image": str(image), "catalogue": str(catalogue)}
+    if image.exists() and catalogue.exists() and (directory / "generated.json").exists():
+        return json.loads((directory / "generated.json").read_text())
+    directory.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-0.5, side - 0.5, n_sources)
+    y = rng.uniform(-0.5, side - 0.5, n_sources)
+    # power law dN/dS ~ S^-2.3 from 0.3 to 1000 uJy: ~25 % above 3 sigma
+    u = rng.uniform(size=n_sources)
+    alpha, s_min, s_max = 2.3, 3e-7, 1e-3
+    flux = (s_min ** (1 - alpha) + u * (s_max ** (1 - alpha) - s_min ** (1 - alpha))) ** (1 / (1 - alpha))
+    order = np.argsort(y, kind="stable")
+    x, y, flux = x[order], y[order], flux[order]
+    sigma_px = BEAM_ARCSEC / 3600 / PIXEL_DEG / 2.3548
+    header = _header(side)
+    # write the header, then the data band by band (the image never sits in memory)
+    tmp = image.with_suffix(".tmp")
+    header_bytes = header.tostring(endcard=True, padding=True).encode()
+    halo = int(np.ceil(6 * sigma_px))
+    with open(tmp, "wb") as handle:
+        handle.write(header_bytes)
+        for y0 in range(0, side, BAND):
+            y1 = min(y0 + BAND, side)
+            lo, hi = max(y0 - halo, 0), min(y1 + halo, side)
+            block = np.zeros((hi - lo, side), dtype=np.float32)
+            first, last = np.searchsorted(y, lo - 0.5), np.searchsorted(y, hi - 0.5)
+            rows = np.clip(np.round(y[first:last]).astype(int) - lo, 0, hi - lo - 1)
+            cols = np.clip(np.round(x[first:last]).astype(int), 0, side - 1)
+            # point sources: the peak of a beam-convolved point of flux S is S (Jy/beam)
+            np.add.at(block, (rows, cols), flux[first:last] * (2 * np.pi * sigma_px**2))
+            block = gaussian_filter(block, sigma_px, mode="constant")
+            band = block[y0 - lo:y0 - lo + (y1 - y0)] + rng.standard_normal((y1 - y0, side), dtype=np.float32) * NOISE
+            handle.write(band.astype(">f4").tobytes())
+        remainder = (len(header_bytes) + side * side * 4) % 2880
+        if remainder:
+            handle.write(b"\0" * (2880 - remainder))
+    os.replace(tmp, image)
+    wcs = WCS(header).celestial
+    ra, dec = wcs.pixel_to_world_values(np.round(x), np.round(y))
+    ra = np.where(ra > 180, ra - 360, ra)
+    table = pd.DataFrame({"id": np.arange(1, n_sources + 1), "ra_core": ra, "dec_core": dec, "ra_cent": ra,
+                          "dec_cent": dec, "flux": flux, "core_frac": 0.0, "b_maj": 0.3, "b_min": 0.2,
+                          "pa": 45.0, "size": 2, "class": 3})
+    tmp = catalogue.with_suffix(".tmp")
+    table.to_csv(tmp, sep=" ", header=False, index=False, float_format="%.8g")
+    os.replace(tmp, catalogue)
+    info["generation_seconds"] = round(time.monotonic() - started, 1)
+    (directory / "generated.json").write_text(json.dumps(info))
+    return info
+
+
+def disk_speed(path: Path, nbytes: int, chunk: int = 64 << 20) -> dict:
+    """Sequential write, read and copy of ``nbytes`` next to ``path``, in MB/s."""
+    scratch = path.parent / ".disk-speed.tmp"
+    block = os.urandom(chunk)
+    started = time.monotonic()
+    with open(scratch, "wb") as handle:
+        for _ in range(max(1, nbytes // chunk)):
+            handle.write(block)
+        handle.flush()
+        os.fsync(handle.fileno())
+    write_s = time.monotonic() - started
+    started = time.monotonic()
+    with open(scratch, "rb") as handle:
+        while handle.read(chunk):
+            pass
+    read_s = time.monotonic() - started
+    started = time.monotonic()
+    shutil.copyfile(path, scratch)
+    with open(scratch, "rb+") as handle:
+        os.fsync(handle.fileno())
+    copy_s = time.monotonic() - started
+    scratch.unlink()
+    mb = nbytes / 1e6
+    return {"bytes": nbytes, "write_MBps": round(mb / write_s, 1), "read_MBps": round(mb / read_s, 1),
+            "copy_seconds": round(copy_s, 2), "copy_MBps": round(path.stat().st_size / 1e6 / copy_s, 1)}
+
+
+def run_workflow(directory: Path, info: dict, repo: Path, cores: int) -> dict:
+    fields = directory / "fields.tsv"
+    fields.write_text(f"field\timage\trms_map\tprimary_beam\nbench\t{info['image']}\t\t\n")
+    survey = f"bench-{info['side']}"
+    config = {
+        "survey": survey, "catalogue": {"path": info["catalogue"], "format": "sdc1_truth"}, "fields": str(fields),
+        "classes": {1: "SS-AGN", 2: "FS-AGN", 3: "SFG"}, "cutouts": {"size": 205},
+        "views": {"formats": ["png", "npy"]}, "database": {"private_dir": str(directory / "postgis")},
+        "filter": {"k": 3.0}, "train": {"activate": False}, "coco": {"segmentation": False},
+        "preview": {"n": 2},
+    }
+    config_path = directory / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(repo / "Snakefile"), "--directory", str(directory),
+               "--configfile", str(config_path), "--cores", str(cores)]
+    started = time.monotonic()
+    dry = subprocess.run(command + ["-n", "--quiet", "rules"], capture_output=True, text=True)
+    dry_seconds = time.monotonic() - started
+    if dry.returncode:
+        raise RuntimeError(dry.stdout[-2000:] + dry.stderr[-2000:])
+    started = time.monotonic()
+    done = subprocess.run(command, capture_output=True, text=True,
+                          env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"})
+    total = time.monotonic() - started
+    if done.returncode:
+        raise RuntimeError(done.stdout[-3000:] + done.stderr[-5000:])
+    results = directory / "results" / survey / "benchmarks"
+    stages = {}
+    for stage in STAGES:
+        # per-survey stages: benchmarks/<stage>.tsv; per-field ones: benchmarks/<stage>/<field>.tsv
+        path = results / f"{stage}.tsv" if (results / f"{stage}.tsv").exists() else results / stage / "bench.tsv"
+        table = pd.read_csv(path, sep="\t")
+        stages[stage] = {"seconds": float(table["s"].iloc[-1]), "max_rss_MB": float(table["max_rss"].iloc[-1])}
+    summary = json.loads((directory / "results" / survey / "coco_summary.json").read_text())
+    index = json.loads((directory / "results" / survey / "index" / "index.json").read_text())
+    return {"stages": stages, "total_seconds": round(total, 1), "dry_run_seconds": round(dry_seconds, 2),
+            "cutouts": index["cutouts"], "pairs": index["pairs"],
+            "annotations": sum(summary["annotations"].values())}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", action="append", default=None,
+                        help="fraction of the full 32768^2 area, e.g. 1, 1/4, 1/16 (repeat for several)")
+    parser.add_argument("--workdir", default="benchmarks", help="where fields are cached and runs go")
+    parser.add_argument("--cores", type=int, default=os.cpu_count() or 2, help="Snakemake --cores")
+    args = parser.parse_args(argv)
+    scales = sorted({Fraction(s) for s in (args.scale or ["1/16", "1/4"])})
+    repo = Path(__file__).resolve().parents[2]
+    report = {"machine": {"cpus": os.cpu_count(), "memory_GB": round(os.sysconf("SC_PAGE_SIZE")
+                                                                     * os.sysconf("SC_PHYS_PAGES") / 1e9, 1)},
+              "scales": {}}
+    for scale in scales:
+        directory = Path(args.workdir) / f"scale-{scale.numerator}-{scale.denominator}"
+        print(f"== scale {scale}: generating (cached) ...", flush=True)
+        info = generate(directory, scale)
+        image = Path(info["image"])
+        disk = disk_speed(image, image.stat().st_size)
+        # a fresh run each time: remove the previous results (the inputs stay cached)
+        shutil.rmtree(directory / "results", ignore_errors=True)
+        shutil.rmtree(directory / ".snakemake", ignore_errors=True)
+        print(f"== scale {scale}: {info['side']}^2 px, {info['sources']} sources: running the dataset stages",
+              flush=True)
+        run = run_workflow(directory, info, repo, args.cores)
+        report["scales"][str(scale)] = {"generated": info, "disk": disk, "run": run,
+                                        "image_MB": round(image.stat().st_size / 1e6, 1)}
+        _print_scale(scale, info, disk, run, image.stat().st_size)
+    _print_growth(report)
+    out = Path(args.workdir) / "bench.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"(written to {out})")
+    return report
+
+
+def _print_scale(scale, info, disk, run, image_bytes) -> None:
+    mb = image_bytes / 1e6
+    rows = {
+        "ingest": f"{info['sources'] / run['stages']['ingest']['seconds']:,.0f} rows/s",
+        "cutouts": f"{mb / run['stages']['cutouts']['seconds']:.0f} MB/s of image "
+                   f"({run['stages']['cutouts']['seconds'] / disk['copy_seconds']:.1f} x the copy time)",
+        "views": f"{run['cutouts'] / run['stages']['views']['seconds']:.0f} cutouts/s",
+        "index": f"{info['sources'] / run['stages']['index']['seconds']:,.0f} sources/s",
+        "filter": f"{run['pairs'] / run['stages']['filter']['seconds']:,.0f} pairs/s",
+        "boxes": f"{run['annotations'] / max(run['stages']['boxes']['seconds'], 1e-9):,.0f} boxes/s",
+        "coco": f"{run['annotations'] / max(run['stages']['coco']['seconds'], 1e-9):,.0f} annotations/s",
+    }
+    print(f"\nscale {scale}: {info['side']} x {info['side']} px ({mb:,.0f} MB), {info['sources']:,} sources, "
+          f"{run['cutouts']:,} cutouts, {run['annotations']:,} annotations")
+    print(f"disk: write {disk['write_MBps']} MB/s, read {disk['read_MBps']} MB/s, copy of the image "
+          f"{disk['copy_seconds']} s ({disk['copy_MBps']} MB/s)")
+    print(f"{'stage':<9} {'wall s':>8} {'peak RSS MB':>12}  throughput")
+    for stage in STAGES:
+        s = run["stages"][stage]
+        print(f"{stage:<9} {s['seconds']:>8.1f} {s['max_rss_MB']:>12.0f}  {rows[stage]}")
+    core = sum(run["stages"][s]["seconds"] for s in ("ingest", "index", "filter"))
+    print(f"ingest + index + filter: {core:.1f} s; whole run (Snakemake, all stages): {run['total_seconds']} s; "
+          f"dry run {run['dry_run_seconds']} s")
+
+
+def _print_growth(report) -> None:
+    scales = list(report["scales"])
+    if len(scales) < 2:
+        return
+    print("\nhow time grows with area (seconds; last column: ratio largest/smallest over area ratio, 1 = linear)")
+    print(f"{'stage':<9} " + " ".join(f"{s:>9}" for s in scales) + "  linearity")
+    area = float(Fraction(scales[-1]) / Fraction(scales[0]))
+    for stage in STAGES:
+        times = [report["scales"][s]["run"]["stages"][stage]["seconds"] for s in scales]
+        print(f"{stage:<9} " + " ".join(f"{t:>9.1f}" for t in times) + f"  {times[-1] / max(times[0], 1e-9) / area:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()
