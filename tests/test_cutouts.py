@@ -129,3 +129,21 @@ def test_views_share_one_field_interval_and_keep_fits_row_order(tmp_path):
     np.testing.assert_array_equal(png, np.round(left * 255).astype(np.uint8))
     assert png[5, 20] == 255 and png[94, 20] < 255
     assert (tmp_path / "views" / "scaling.json").exists()
+
+
+def test_band_reads_match_the_memory_map_for_every_plane_of_a_cube(tmp_path):
+    from radiodet.images import open_image
+
+    cube = np.random.default_rng(4).normal(size=(1, 3, 40, 50)).astype(np.float32)
+    header = sky_header(50, 40, four_d=True)
+    header["NAXIS3"] = 3
+    path = tmp_path / "cube.fits"
+    hdu = fits.PrimaryHDU(data=cube)
+    for key, value in header.items():
+        if not key.startswith("NAXIS") and key not in ("SIMPLE", "BITPIX"):
+            hdu.header[key] = value
+    hdu.writeto(path)
+    for plane in range(3):
+        with open_image(path, plane=(0, plane)) as image:
+            np.testing.assert_array_equal(image.read(5, 30, 7, 44), cube[0, plane, 5:30, 7:44])
+            np.testing.assert_array_equal(image.values_at([7, 43], [5, 29]), cube[0, plane, [5, 29], [7, 43]])

@@ -195,7 +195,16 @@ def main(argv=None) -> dict:
                         help="fraction of the full 32768^2 area, e.g. 1, 1/4, 1/16 (repeat for several)")
     parser.add_argument("--workdir", default="benchmarks", help="where fields are cached and runs go")
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 2, help="Snakemake --cores")
+    parser.add_argument("--summarise", action="store_true",
+                        help="only print the tables and targets of an earlier run's <workdir>/bench.json")
     args = parser.parse_args(argv)
+    if args.summarise:
+        report = json.loads((Path(args.workdir) / "bench.json").read_text())
+        for scale, entry in report["scales"].items():
+            _print_scale(scale, entry["generated"], entry["disk"], entry["run"], entry["image_MB"] * 1e6)
+        _print_growth(report)
+        _print_targets(report)
+        return report
     scales = sorted({Fraction(s) for s in (args.scale or ["1/16", "1/4"])})
     repo = Path(__file__).resolve().parents[2]
     report = {"machine": {"cpus": os.cpu_count(), "memory_GB": round(os.sysconf("SC_PAGE_SIZE")
@@ -217,6 +226,7 @@ def main(argv=None) -> dict:
                                         "image_MB": round(image.stat().st_size / 1e6, 1)}
         _print_scale(scale, info, disk, run, image.stat().st_size)
     _print_growth(report)
+    _print_targets(report)
     out = Path(args.workdir) / "bench.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
@@ -263,3 +273,28 @@ def _print_growth(report) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+#: the targets of the scale issue, for the full-size field on a 2-core, 24 GiB machine
+TARGETS = {"cutouts_vs_copy": 3.0, "cutouts_rss_MB": 1024.0, "ingest_index_filter_s": 120.0, "dataset_s": 600.0}
+
+
+def _print_targets(report) -> None:
+    if "1" not in report["scales"]:
+        print("\n(the full-size targets apply to --scale 1)")
+        return
+    entry = report["scales"]["1"]
+    stages = entry["run"]["stages"]
+    measured = {
+        "cutouts_vs_copy": stages["cutouts"]["seconds"] / entry["disk"]["copy_seconds"],
+        "cutouts_rss_MB": stages["cutouts"]["max_rss_MB"],
+        "ingest_index_filter_s": sum(stages[s]["seconds"] for s in ("ingest", "index", "filter")),
+        "dataset_s": sum(stages[s]["seconds"] for s in STAGES),
+    }
+    labels = {"cutouts_vs_copy": "FITS cutouts / copying the image", "cutouts_rss_MB": "cutouts peak RSS (MB)",
+              "ingest_index_filter_s": "ingest + index + filter (s)", "dataset_s": "all dataset stages (s)"}
+    print("\nfull-size targets")
+    for key, target in TARGETS.items():
+        value = measured[key]
+        verdict = "met" if value <= target else f"missed by {value - target:.1f} ({value / target:.1f} x the target)"
+        print(f"{labels[key]:<36} {value:>9.1f}  target {target:>7.1f}  {verdict}")

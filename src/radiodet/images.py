@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,14 +85,33 @@ class SkyImage:
     bscale: float = 1.0
     bzero: float = 0.0
     blank: int | None = None
+    #: byte offset of this plane's first pixel in the file (None: read through the memory map)
+    plane_offset: int | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.data.shape  # (ny, nx)
 
     def read(self, y0: int, y1: int, x0: int = 0, x1: int | None = None) -> np.ndarray:
-        """Rows [y0, y1) and columns [x0, x1) as native-endian float32."""
-        return self._physical(np.asarray(self.data[y0:y1, x0:x1]))
+        """Rows [y0, y1) and columns [x0, x1) as native-endian float32.
+
+        Whole rows are read with one positioned read from the file rather
+        than through the memory map, so the pages do not stay mapped into the
+        process: resident memory stays at the size of one band however large
+        the image is.
+        """
+        ny, nx = self.shape
+        y0, y1 = max(y0, 0), min(y1, ny)
+        if self.plane_offset is None or y1 <= y0:
+            return self._physical(np.asarray(self.data[y0:y1, x0:x1]))
+        dtype = self.data.dtype
+        count = (y1 - y0) * nx
+        with open(self.path, "rb", buffering=0) as handle:
+            raw = os.pread(handle.fileno(), count * dtype.itemsize, self.plane_offset + y0 * nx * dtype.itemsize)
+        if len(raw) != count * dtype.itemsize:
+            raise ImageError(self.path, f"short read of rows {y0}..{y1} (truncated file?)")
+        rows = np.frombuffer(raw, dtype=dtype).reshape(y1 - y0, nx)
+        return self._physical(rows[:, x0:x1])
 
     def values_at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Pixel values at integer 0-based (x, y), reading only those pixels."""
@@ -192,10 +212,13 @@ def _open_sky_plane(path: Path, plane, beam) -> Iterator[SkyImage]:
             raise ImageError(path, f"unexpected data shape {data.shape}")
         if beam is None and "BMAJ" in header:
             beam = Beam.from_header(header, path)
+        plane_pixels = int(np.ravel_multi_index(index, data.shape[:extra])) * ny * nx if extra else 0
         image = SkyImage(path=path, data=sky, wcs=wcs, header=header, beam=beam,
                          frequency_hz=_frequency(header), bunit=str(header.get("BUNIT", "")).strip(),
                          bscale=float(header.get("BSCALE", 1.0)), bzero=float(header.get("BZERO", 0.0)),
-                         blank=int(header["BLANK"]) if "BLANK" in header and int(header["BITPIX"]) > 0 else None)
+                         blank=int(header["BLANK"]) if "BLANK" in header and int(header["BITPIX"]) > 0 else None,
+                         plane_offset=int(info["datLoc"]) + plane_pixels * data.dtype.itemsize
+                         if "datLoc" in info else None)
         yield image
     finally:
         hdul.close()
