@@ -111,3 +111,9 @@ def engine(postgis_url):
     eng = engine_for(postgis_url)
     yield eng
     eng.dispose()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the SLURM test last: once its daemons are stopped, every Snakemake start
+    waits ~9 s on squeue (the SLURM executor plugin probes it at import)."""
+    items.sort(key=lambda item: item.get_closest_marker("slurm") is not None)

@@ -271,9 +271,6 @@ def _print_growth(report) -> None:
         print(f"{stage:<9} " + " ".join(f"{t:>9.1f}" for t in times) + f"  {times[-1] / max(times[0], 1e-9) / area:>8.2f}")
 
 
-if __name__ == "__main__":
-    main()
-
 
 #: the targets of the scale issue, for the full-size field on a 2-core, 24 GiB machine
 TARGETS = {"cutouts_vs_copy": 3.0, "cutouts_rss_MB": 1024.0, "ingest_index_filter_s": 120.0, "dataset_s": 600.0}
@@ -298,3 +295,7 @@ def _print_targets(report) -> None:
         value = measured[key]
         verdict = "met" if value <= target else f"missed by {value - target:.1f} ({value / target:.1f} x the target)"
         print(f"{labels[key]:<36} {value:>9.1f}  target {target:>7.1f}  {verdict}")
+
+
+if __name__ == "__main__":
+    main()
