@@ -78,3 +78,14 @@ def test_peak_to_integrated_is_one_for_a_point_source_and_area_ratio_otherwise()
     # Gaussian: peak / integrated = beam area / convolved area = (1.5 * 1.5) / (maj * min)
     maj, mnr, _ = ellipse_from_covariance(source)
     assert peak_to_integrated(source, beam) == pytest.approx(1.5 * 1.5 / (maj * mnr))
+
+
+def test_deconvolve_recovers_the_intrinsic_shape_and_clips_unresolved_axes():
+    from radiodet.geometry import deconvolve
+
+    beam = covariance_from_ellipse(6.0, 6.0, 0.0)
+    intrinsic = covariance_from_ellipse(8.0, 3.0, 35.0)
+    np.testing.assert_allclose(deconvolve(intrinsic + beam, beam), intrinsic, atol=1e-9)
+    # measured narrower than the beam along the minor axis: unresolved there (FWHM 0), not imaginary
+    major, minor, pa = ellipse_from_covariance(deconvolve(covariance_from_ellipse(10.0, 5.0, 20.0), beam))
+    assert (major, minor, pa) == pytest.approx((8.0, 0.0, 20.0), abs=1e-6)

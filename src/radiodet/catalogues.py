@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import CatalogueError
-from .geometry import normalise_ra
+from .geometry import covariance_from_ellipse, deconvolve, ellipse_from_covariance, normalise_ra
 from .schema import SOURCE_COLUMNS, write_parquet
 
 __all__ = [
@@ -332,14 +332,10 @@ def read_lotss(path: str | Path) -> pd.DataFrame:
         minor = _column(table, path, "DC_Min", "arcsec", default_unit="arcsec")
         pa_deg = _column(table, path, "DC_PA", "deg", default_unit="deg")
     else:  # deconvolve Maj/Min from the beam
-        from .geometry import covariance_from_ellipse, ellipse_from_covariance
-
-        cov = (covariance_from_ellipse(_column(table, path, "Maj", "arcsec", default_unit="arcsec"),
-                                       _column(table, path, "Min", "arcsec", default_unit="arcsec"),
-                                       _column(table, path, "PA", "deg", default_unit="deg"))
-               - covariance_from_ellipse(LOTSS_BEAM_ARCSEC, LOTSS_BEAM_ARCSEC, 0.0))
-        values, vectors = np.linalg.eigh(cov)
-        cov = vectors @ (np.clip(values, 0, None)[..., None] * np.swapaxes(vectors, -1, -2))
+        cov = deconvolve(covariance_from_ellipse(_column(table, path, "Maj", "arcsec", default_unit="arcsec"),
+                                                 _column(table, path, "Min", "arcsec", default_unit="arcsec"),
+                                                 _column(table, path, "PA", "deg", default_unit="deg")),
+                         covariance_from_ellipse(LOTSS_BEAM_ARCSEC, LOTSS_BEAM_ARCSEC, 0.0))
         major, minor, pa_deg = ellipse_from_covariance(cov)
     ra = _column(table, path, "RA", "deg", default_unit="deg")
     dec = _column(table, path, "DEC", "deg", default_unit="deg")

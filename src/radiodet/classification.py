@@ -35,6 +35,7 @@ from .filtering import sample_image
 from .images import open_image
 from .logs import Progress
 from .schema import read_sources
+from .tiling import PixelBox
 
 __all__ = ["StampConfig", "preprocess_stamp", "build_classification_dataset"]
 
@@ -84,7 +85,7 @@ def _home_fields(sources: pd.DataFrame, fields: pd.DataFrame) -> np.ndarray:
         with open_image(row.image) as image:
             ny, nx = image.shape
             x, y = image.wcs.world_to_pixel_values(sources["ra"].to_numpy(), sources["dec"].to_numpy())
-        inside = np.isfinite(x) & (x >= -0.5) & (x < nx - 0.5) & (y >= -0.5) & (y < ny - 0.5)
+        inside = PixelBox(0, nx, 0, ny).holds(x, y)  # False for NaN positions
         distance = np.hypot(x - (nx - 1) / 2, y - (ny - 1) / 2)
         better = inside & (distance < best)
         home[better], best[better] = row.field, distance[better]

@@ -81,7 +81,7 @@ def crosscheck(reference_path: str | Path, fmt: str, boxes_path: str | Path, man
     for manifest_path in manifest_paths.values():
         x, y = field_wcs(manifest_path).world_to_pixel_values(ref["ra"].to_numpy(), ref["dec"].to_numpy())
         ny, nx = field_shape(manifest_path)
-        in_image |= (x >= -0.5) & (x < nx - 0.5) & (y >= -0.5) & (y < ny - 0.5)
+        in_image |= PixelBox(0, nx, 0, ny).holds(x, y)
     ref = ref[in_image].reset_index(drop=True)
     cover = box_coverage(ref, boxes, manifest_paths)
     inside = cover["inside_box"].to_numpy()

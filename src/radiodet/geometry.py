@@ -27,6 +27,7 @@ __all__ = [
     "local_offsets",
     "pixel_jacobian",
     "sky_to_pixel_covariance",
+    "deconvolve",
     "envelope_half_widths",
     "peak_to_integrated",
 ]
@@ -132,6 +133,17 @@ def sky_to_pixel_covariance(cov_sky, jacobian):
     """Map (east, north) covariances to pixel covariances: ``J^-1 C J^-T``."""
     inv = np.linalg.inv(jacobian)
     return inv @ cov_sky @ np.swapaxes(inv, -1, -2)
+
+
+def deconvolve(cov, cov_beam):
+    """Intrinsic covariance: ``cov - cov_beam`` with negative eigenvalues set to 0.
+
+    A source measured (or catalogued) narrower than the beam along some axis
+    is unresolved along it: its intrinsic width there is 0, not imaginary.
+    Works on (..., 2, 2) stacks.
+    """
+    values, vectors = np.linalg.eigh(np.asarray(cov, dtype=float) - cov_beam)
+    return vectors @ (np.clip(values, 0, None)[..., None] * np.swapaxes(vectors, -1, -2))
 
 
 def envelope_half_widths(cov_pix, n_sigma):

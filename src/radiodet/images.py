@@ -56,9 +56,12 @@ def _full_wcs(header: fits.Header, path=None) -> WCS:
             raise ImageError(path, f"cannot parse the WCS: {exc}") from None
 
 
-def celestial_wcs(header: fits.Header, path=None) -> WCS:
-    """The 2-D celestial WCS of ``header``; :class:`ImageError` if it has none."""
-    wcs = _full_wcs(header, path)
+def celestial_wcs(header: fits.Header, path=None, *, full: WCS | None = None) -> WCS:
+    """The 2-D celestial WCS of ``header``; :class:`ImageError` if it has none.
+
+    ``full``: the header's WCS when the caller has already parsed it.
+    """
+    wcs = full if full is not None else _full_wcs(header, path)
     if not wcs.has_celestial:
         raise ImageError(path, "the header has no celestial WCS (RA/Dec axes)")
     cel = wcs.celestial
@@ -185,8 +188,9 @@ def _open_sky_plane(path: Path, plane, beam) -> Iterator[SkyImage]:
         if hdu is None:
             raise ImageError(path, "no image HDU with at least 2 axes")
         header = hdu.header
-        wcs = celestial_wcs(header, path)
-        axis_types = _full_wcs(header, path).get_axis_types() if header["NAXIS"] > 2 else None
+        full = _full_wcs(header, path)
+        wcs = celestial_wcs(header, path, full=full)
+        axis_types = full.get_axis_types() if header["NAXIS"] > 2 else None
         if axis_types is not None:
             cel_axes = [i for i, t in enumerate(axis_types) if t["coordinate_type"] == "celestial"]
             if cel_axes != [0, 1]:

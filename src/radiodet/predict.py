@@ -41,6 +41,7 @@ from .detector import choose_device
 from .filtering import sample_image
 from .geometry import (
     covariance_from_ellipse,
+    deconvolve,
     ellipse_from_covariance,
     normalise_ra,
     pixel_jacobian,
@@ -249,10 +250,7 @@ def measure_sources(image_path: str | Path, detections: pd.DataFrame, *, backgro
             else:
                 x, y, peak, cov, ok = result
             flux = peak * 2 * np.pi * np.sqrt(max(np.linalg.det(cov), 1e-12)) / beam_area_px
-            # deconvolve: subtract the beam, keep the remainder positive semi-definite
-            values, vectors = np.linalg.eigh(cov - beam_cov_pix)
-            intrinsic = vectors @ np.diag(np.clip(values, 0, None)) @ vectors.T
-            out.append((x, y, peak, flux, intrinsic, ok))
+            out.append((x, y, peak, flux, deconvolve(cov, beam_cov_pix), ok))
             progress.advance()
         progress.finish()
     if not out:

@@ -47,7 +47,7 @@ import pyarrow.parquet as pq
 
 from .atomic import atomic_path
 
-__all__ = ["SOURCE_COLUMNS", "source_schema", "write_parquet", "read_units", "read_parquet_metadata",
+__all__ = ["SOURCE_COLUMNS", "write_parquet", "read_units", "read_parquet_metadata",
            "read_sources"]
 
 #: name -> (arrow type, unit, description), in file order.
@@ -72,13 +72,6 @@ SCHEMA_VERSION = "1"
 
 def _field(name: str, dtype: pa.DataType, unit: str, description: str) -> pa.Field:
     return pa.field(name, dtype, metadata={"unit": unit, "description": description})
-
-
-def source_schema(extra: dict[str, tuple[pa.DataType, str, str]] | None = None) -> pa.Schema:
-    """Arrow schema of the catalogue table (documented columns + ``extra``)."""
-    fields = [_field(n, *spec) for n, spec in SOURCE_COLUMNS.items()]
-    fields += [_field(n, *spec) for n, spec in (extra or {}).items()]
-    return pa.schema(fields)
 
 
 def write_parquet(df: pd.DataFrame, path: str | Path, *, columns: dict[str, tuple[pa.DataType, str, str]] | None = None,

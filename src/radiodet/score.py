@@ -19,7 +19,7 @@ import pandas as pd
 from .atomic import atomic_path, write_json
 from .schema import read_sources
 from .sdc1 import submission_frame, truth_submission, write_scorer_table
-from .tiling import SkyBox, region_from_config
+from .tiling import PixelBox, SkyBox, region_from_config
 
 __all__ = ["in_regions", "sdc1_score", "coco_map", "score_table", "plot_completeness_precision",
            "calibrate_threshold", "score_methods"]
@@ -36,7 +36,7 @@ def in_regions(ra, dec, regions: list[dict], wcs, shape) -> np.ndarray:
     ra, dec = np.asarray(ra, float), np.asarray(dec, float)
     ny, nx = shape
     x, y = wcs.world_to_pixel_values(ra, dec)
-    inside_image = (x >= -0.5) & (x < nx - 0.5) & (y >= -0.5) & (y < ny - 0.5)
+    inside_image = PixelBox(0, nx, 0, ny).holds(x, y)
     mask = np.zeros(ra.shape, dtype=bool)
     for spec in regions:
         region = region_from_config(spec)
