@@ -58,7 +58,8 @@ def test_sdc1_pa_clockwise_from_west_to_east_of_north(sdc1_pa, east_of_north):
     # deg points south, the same axis as north (PA 0); 0 deg (along west) is
     # an east-west axis (PA 90).
     assert sdc1_pa_to_east_of_north(sdc1_pa) == pytest.approx(east_of_north)
-    assert east_of_north_to_sdc1_pa(east_of_north) == pytest.approx(np.mod(sdc1_pa, 180))
+    # written in [-90, 90), the SDC1 truth catalogues' range
+    assert east_of_north_to_sdc1_pa(east_of_north) == pytest.approx(np.mod(sdc1_pa + 90, 180) - 90)
 
 
 def test_ingest_writes_units_and_provenance(tmp_path):

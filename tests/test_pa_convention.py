@@ -13,7 +13,7 @@ from conftest import SDC1_IMAGE, SDC1_TRUTH
 
 from radiodet.boxes import pixel_ellipses
 from radiodet.catalogues import read_catalogue
-from radiodet.cutouts import robust_rms
+from radiodet.images import robust_rms
 from radiodet.geometry import ellipse_from_covariance
 from radiodet.images import open_image
 

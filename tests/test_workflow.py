@@ -40,7 +40,8 @@ def run_snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.C
 
 
 # The demo config with a tiny training budget (a smoke test of train -> predict -> score).
-TINY_TRAINING = {"epochs": 1, "max_steps": 3, "batch_size": 2, "lr": 0.01, "warmup_steps": 2, "workers": 0}
+TINY_TRAINING = {"epochs": 1, "max_steps": 3, "batch_size": 2, "crops_per_image": 1, "optimizer": "adamw",
+                 "lr": 0.002, "warmup_steps": 2, "workers": 0}
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +122,8 @@ def test_reindexing_gives_the_same_assignments(demo_run):
 
 
 def test_dry_runs_and_lint_for_both_configs(tmp_path):
-    for configfile in ("config/config.yaml", "config/sdc1.yaml", "config/sdc1-gpu.yaml", "config/lotss.yaml",
+    for configfile in ("config/config.yaml", "config/sdc1-cpu.yaml", "config/sdc1.yaml", "config/sdc1-gpu.yaml",
+                       "config/lotss.yaml",
                        "config/mgcls.yaml", "config/mirabest.yaml"):
         done = subprocess.run(SNAKEMAKE + ["--directory", str(REPO), "-n", "--configfile", configfile, "--quiet",
                                            "rules"], capture_output=True, text=True, timeout=300)

@@ -67,11 +67,16 @@ BOX_COLUMNS: dict[str, tuple[pa.DataType, str, str]] = {
     "ellipse_major": (pa.float64(), "pix", "convolved FWHM along the major axis, in pixels"),
     "ellipse_minor": (pa.float64(), "pix", "convolved FWHM along the minor axis, in pixels"),
     "ellipse_angle": (pa.float64(), "deg", "major axis angle from +x towards +y, in pixel coordinates"),
+    "intrinsic_major": (pa.float64(), "pix", "intrinsic (beam-deconvolved) FWHM along the major axis, in pixels"),
+    "intrinsic_minor": (pa.float64(), "pix", "intrinsic FWHM along the minor axis, in pixels"),
+    "intrinsic_angle": (pa.float64(), "deg", "intrinsic major axis angle from +x towards +y, in pixel coordinates"),
     "ra": (pa.float64(), "deg", "source RA"),
     "dec": (pa.float64(), "deg", "source Dec"),
     "class_id": (pa.int16(), "", "class label"),
     "flux": (pa.float64(), "Jy", "integrated flux density (catalogue)"),
     "snr": (pa.float64(), "", "signal-to-noise used by the filter"),
+    "rms": (pa.float64(), "Jy/beam", "local noise used by the filter (image unit)"),
+    "pb": (pa.float64(), "", "primary-beam response at the source (1 without a primary beam)"),
 }
 
 
@@ -84,17 +89,22 @@ def n_sigma_for(extent: str, scale: float) -> float:
     raise ConfigError(f"boxes.extent must be 'sigma' or 'fwhm', got {extent!r}")
 
 
-def pixel_ellipses(wcs, ra, dec, major_fwhm, minor_fwhm, pa, beam) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pixel_ellipses(wcs, ra, dec, major_fwhm, minor_fwhm, pa, beam, *,
+                   intrinsic: bool = False) -> tuple[np.ndarray, ...]:
     """Parent pixel positions (x, y) and pixel covariances (N, 2, 2) of sources.
 
     Sizes in arcsec (intrinsic FWHM), PA degrees east of north, ``beam`` a
-    :class:`radiodet.images.Beam`.
+    :class:`radiodet.images.Beam`. The covariance is the source convolved
+    with the beam; ``intrinsic=True`` also returns the source's own pixel
+    covariance, unconvolved, as a fourth value.
     """
     x, y = wcs.world_to_pixel_values(np.asarray(ra, float), np.asarray(dec, float))
     x, y = np.atleast_1d(x), np.atleast_1d(y)
-    cov_sky = (covariance_from_ellipse(major_fwhm, minor_fwhm, pa)
-               + covariance_from_ellipse(beam.major, beam.minor, beam.pa))
-    cov_pix = sky_to_pixel_covariance(cov_sky, pixel_jacobian(wcs, x, y))
+    jacobian = pixel_jacobian(wcs, x, y)
+    source = covariance_from_ellipse(major_fwhm, minor_fwhm, pa)
+    cov_pix = sky_to_pixel_covariance(source + covariance_from_ellipse(beam.major, beam.minor, beam.pa), jacobian)
+    if intrinsic:
+        return x, y, cov_pix, sky_to_pixel_covariance(source, jacobian)
     return x, y, cov_pix
 
 
@@ -127,21 +137,24 @@ def make_boxes(filtered_path: str | Path, sources_path: str | Path, manifest_pat
     for field, manifest_path in manifest_paths.items():
         manifest = pd.read_parquet(manifest_path, columns=["cutout_id", "split", "x0", "y0", "width", "height"])
         wcs = field_wcs(manifest_path)
-        sub = (pairs[pairs["field"] == field][["source_id", "cutout_id", "field", "snr"]]
+        sub = (pairs[pairs["field"] == field][["source_id", "cutout_id", "field", "snr", "rms", "pb"]]
                .merge(sources, on="source_id", how="left", validate="many_to_one")
                .merge(manifest, on="cutout_id", how="left", validate="many_to_one"))
         if sub.empty:
             continue
-        x, y, cov = pixel_ellipses(wcs, sub["ra"], sub["dec"], sub["major_fwhm"], sub["minor_fwhm"], sub["pa"],
-                                   field_beam(manifest_path))
+        x, y, cov, own = pixel_ellipses(wcs, sub["ra"], sub["dec"], sub["major_fwhm"], sub["minor_fwhm"],
+                                        sub["pa"], field_beam(manifest_path), intrinsic=True)
         sub["x"] = x - sub["x0"].to_numpy()
         sub["y"] = y - sub["y0"].to_numpy()
         hx, hy = envelope_half_widths(cov, n_sigma)
         bx, by, bw, bh, fraction = clip_boxes(sub["x"].to_numpy() + 0.5, sub["y"].to_numpy() + 0.5, hx, hy,
                                               sub["width"].to_numpy(), sub["height"].to_numpy())
         major, minor, pa_pix = ellipse_from_covariance(cov)
+        own_major, own_minor, own_pa_pix = ellipse_from_covariance(own)
         sub = sub.assign(bbox_x=bx, bbox_y=by, bbox_w=bw, bbox_h=bh, visible_fraction=fraction,
-                         ellipse_major=major, ellipse_minor=minor, ellipse_angle=np.mod(90.0 - pa_pix, 180.0))
+                         ellipse_major=major, ellipse_minor=minor, ellipse_angle=np.mod(90.0 - pa_pix, 180.0),
+                         intrinsic_major=own_major, intrinsic_minor=own_minor,
+                         intrinsic_angle=np.mod(90.0 - own_pa_pix, 180.0))
         frames.append(sub)
     boxes = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(BOX_COLUMNS))
     visible = boxes["visible_fraction"].to_numpy(float) >= min_visible_fraction

@@ -71,9 +71,17 @@ def sdc1_pa_to_east_of_north(pa_sdc1):
 
 
 def east_of_north_to_sdc1_pa(pa_east_of_north):
-    """PA east of north -> SDC1 PA (clockwise from due west) in [0, 180)."""
+    """PA east of north -> SDC1 PA (clockwise from due west) in [-90, 90).
+
+    The range is the one of the SDC1 truth catalogues, and it matters: the
+    official scorer (ska-sdc 2.0.0, ``get_pa_acc_series``) folds both PAs by
+    subtracting 180, 90 and 45 where they exceed those values, without
+    wrapping the difference, so the same axis written as -30 and as 150 ends
+    up 45 degrees apart. Written in [0, 180), the truth catalogue scores 0.62
+    on PA against itself; in [-90, 90), 1.0.
+    """
     # The map theta -> 90 - theta is its own inverse.
-    return sdc1_pa_to_east_of_north(pa_east_of_north)
+    return np.mod(90.0 - np.asarray(pa_east_of_north, dtype=float) + 90.0, 180.0) - 90.0
 
 
 def sdc1_size_to_fwhm(size_value, size_class):

@@ -12,8 +12,15 @@ Layout of ``results/<survey>/coco/``::
 * ``annotations[].bbox`` is ``[x, y, width, height]`` in floats, COCO
   continuous image coordinates, image array unflipped (row 0 = FITS row 0): a
   source at 0-based FITS pixel (x, y) of the cutout sits at (x + 0.5, y + 0.5).
-* ``annotations[]`` also carry ``source_id``, ``flux`` (Jy), ``snr``, ``ra``,
-  ``dec``; ``area`` is the box area; ``segmentation`` is the box ellipse as a
+* ``annotations[]`` also carry ``source_id``, ``flux`` (Jy, the catalogue's,
+  not attenuated by the primary beam), ``snr``, ``ra``, ``dec`` (deg),
+  ``centre`` ``[x, y]`` (the source position in the same COCO continuous
+  coordinates, unclipped), ``intrinsic`` ``[major, minor, angle]`` (the
+  source's own Gaussian before the beam: FWHM in pixels, major axis angle in
+  degrees from +x towards +y), ``pb`` (primary-beam response at the source, 1
+  without a primary beam; the image shows ``flux x pb``) and ``rms`` (the
+  noise the filter used, image unit); ``area`` is the box area;
+  ``segmentation`` is the box ellipse (source convolved with the beam) as a
   polygon clipped to the image.
 * ``categories`` come from the config ``classes`` mapping (id -> name).
 """
@@ -102,6 +109,10 @@ def build_coco(split: str, manifest: pd.DataFrame, boxes: pd.DataFrame, classes:
                                  if segmentation else []],
                 "source_id": int(box.source_id), "flux": float(box.flux), "snr": float(box.snr),
                 "ra": float(box.ra), "dec": float(box.dec),
+                "centre": [round(float(box.x) + 0.5, 4), round(float(box.y) + 0.5, 4)],
+                "intrinsic": [round(float(box.intrinsic_major), 4), round(float(box.intrinsic_minor), 4),
+                              round(float(box.intrinsic_angle), 3)],
+                "pb": round(float(box.pb), 6), "rms": float(box.rms),
             })
             annotation_id += 1
     # drop polygons that clipped to nothing (keeps pycocotools happy)

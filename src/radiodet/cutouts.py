@@ -34,18 +34,15 @@ from astropy.io import fits
 from .atomic import atomic_directory, atomic_path
 from .errors import ImageError
 from .geometry import normalise_ra
-from .images import Beam, SkyImage, celestial_wcs, open_image
+from .images import Beam, SkyImage, celestial_wcs, open_image, robust_rms
 from .logs import Progress
 from .schema import read_parquet_metadata, write_parquet
 from .tiling import Tile, layout_tiles, regions_for_field
 
-__all__ = ["MANIFEST_COLUMNS", "CutoutConfig", "make_cutouts", "robust_rms", "cutout_header", "footprint",
+__all__ = ["MANIFEST_COLUMNS", "CutoutConfig", "make_cutouts", "cutout_header", "footprint",
            "field_wcs", "field_beam", "field_shape", "read_manifests"]
 
 log = logging.getLogger(__name__)
-
-#: MAD -> Gaussian sigma.
-MAD_TO_SIGMA = 1.482602218505602
 
 MANIFEST_COLUMNS: dict[str, tuple[pa.DataType, str, str]] = {
     "cutout_id": (pa.string(), "", "unique cutout id: <field>_x<x0>_y<y0>"),
@@ -111,27 +108,6 @@ def read_manifests(manifest_paths, ownership_path: str | Path | None = None) -> 
         owned = pd.read_parquet(ownership_path, columns=["cutout_id", "owned"])
         manifest = manifest[manifest["cutout_id"].isin(owned.loc[owned["owned"], "cutout_id"])]
     return manifest.reset_index(drop=True)
-
-
-def robust_rms(values: np.ndarray) -> tuple[float, float]:
-    """(1.4826 x MAD, median) of the finite values; NaN for none."""
-    finite = values[np.isfinite(values)].astype(np.float64)  # a private copy, partitioned in place below
-    n = finite.size
-    if n == 0:
-        return float("nan"), float("nan")
-    median = _median_in_place(finite)
-    np.abs(finite - median, out=finite)
-    return MAD_TO_SIGMA * _median_in_place(finite), median
-
-
-def _median_in_place(values: np.ndarray) -> float:
-    n = values.size
-    half = n // 2
-    if n % 2:
-        values.partition(half)
-        return float(values[half])
-    values.partition([half - 1, half])
-    return 0.5 * float(values[half - 1] + values[half])
 
 
 class _CutoutWriter:

@@ -24,6 +24,8 @@ __all__ = [
     "wrap_ra_difference",
     "covariance_from_ellipse",
     "ellipse_from_covariance",
+    "pixel_covariance",
+    "pixel_ellipse",
     "local_offsets",
     "pixel_jacobian",
     "sky_to_pixel_covariance",
@@ -92,6 +94,22 @@ def ellipse_from_covariance(cov):
     # the first one.
     pa = 0.5 * np.degrees(np.arctan2(2.0 * b, d - a))
     return major, minor, np.mod(pa, 180.0)
+
+
+def pixel_covariance(major_fwhm, minor_fwhm, angle_deg):
+    """Covariance matrices (..., 2, 2) in the pixel basis (x, y).
+
+    ``angle_deg`` is the major axis' angle from +x towards +y (the pixel-frame
+    convention of the boxes, COCO annotations and the detector); FWHM in
+    pixels give a covariance in pixels^2.
+    """
+    return covariance_from_ellipse(major_fwhm, minor_fwhm, 90.0 - np.asarray(angle_deg, dtype=float))
+
+
+def pixel_ellipse(cov):
+    """Inverse of :func:`pixel_covariance`: ``(major_fwhm, minor_fwhm, angle_deg)``, angle in [0, 180)."""
+    major, minor, from_y = ellipse_from_covariance(cov)
+    return major, minor, np.mod(90.0 - from_y, 180.0)
 
 
 def local_offsets(ra0_deg, dec0_deg, ra1_deg, dec1_deg):

@@ -21,9 +21,12 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from .errors import ImageError
 
-__all__ = ["SkyImage", "open_image", "Beam", "celestial_wcs"]
+__all__ = ["SkyImage", "open_image", "Beam", "celestial_wcs", "robust_rms", "MAD_TO_SIGMA"]
 
 log = logging.getLogger(__name__)
+
+#: MAD -> Gaussian sigma.
+MAD_TO_SIGMA = 1.482602218505602
 
 
 @dataclass(frozen=True)
@@ -226,3 +229,24 @@ def _open_sky_plane(path: Path, plane, beam) -> Iterator[SkyImage]:
         yield image
     finally:
         hdul.close()
+
+
+def robust_rms(values: np.ndarray) -> tuple[float, float]:
+    """(1.4826 x MAD, median) of the finite values; NaN for none."""
+    finite = values[np.isfinite(values)].astype(np.float64)  # a private copy, partitioned in place below
+    n = finite.size
+    if n == 0:
+        return float("nan"), float("nan")
+    median = _median_in_place(finite)
+    np.abs(finite - median, out=finite)
+    return MAD_TO_SIGMA * _median_in_place(finite), median
+
+
+def _median_in_place(values: np.ndarray) -> float:
+    n = values.size
+    half = n // 2
+    if n % 2:
+        values.partition(half)
+        return float(values[half])
+    values.partition([half - 1, half])
+    return 0.5 * float(values[half - 1] + values[half])

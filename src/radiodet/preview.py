@@ -133,10 +133,12 @@ def plot_training_loss(loss_csv: str | Path, path: str | Path) -> None:
     """Loss terms and learning rate against step, from the trainer's ``loss.csv``."""
     loss = pd.read_csv(loss_csv)
     fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(13, 4.2), dpi=100)
-    for column, style in (("loss", "k-"), ("loss_classifier", "C0-"), ("loss_box_reg", "C1-"),
-                          ("loss_objectness", "C2-"), ("loss_rpn_box_reg", "C3-")):
+    # the total, then every term the model kind logs (loss_*)
+    terms = [c for c in loss.columns if c.startswith("loss_")]
+    for i, column in enumerate(["loss"] + terms):
         if column in loss and len(loss):
-            ax_loss.plot(loss["step"], loss[column], style, lw=1.2 if column == "loss" else 0.8, label=column)
+            ax_loss.plot(loss["step"], loss[column], "k-" if column == "loss" else f"C{i - 1}-",
+                         lw=1.2 if column == "loss" else 0.8, label=column)
     ax_loss.set(xlabel="step", ylabel="loss", yscale="log", title=f"Training loss ({len(loss)} steps, "
                 f"{int(loss['epoch'].max()) + 1 if len(loss) else 0} epochs)")
     ax_loss.legend(fontsize=8)

@@ -2,7 +2,7 @@
 
 
 rule predict:
-    """Sliding-tile detection over one field, merged with batched NMS, measured on the image."""
+    """Tiled detection over one field, each detection measured on the image (batched Gaussian fits)."""
     input:
         unpack(get_primary_beam),
         model=f"{RESULTS}/train/model.pth",
@@ -37,6 +37,7 @@ rule coco_eval:
         detections=f"{RESULTS}/score/detections_test.json",
     params:
         score_threshold=config["predict"]["coco_score_threshold"],
+        boxes=config["boxes"],
     log:
         f"{RESULTS}/logs/coco_eval.log",
     threads: 2

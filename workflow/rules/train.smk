@@ -2,7 +2,7 @@
 
 
 rule train:
-    """Train the Faster R-CNN on the COCO train split; checkpoints each epoch, resumes."""
+    """Train the detector (config model.kind) on the COCO train split; checkpoints each epoch, resumes."""
     input:
         coco=f"{RESULTS}/coco",
     output:
@@ -21,7 +21,7 @@ rule train:
     conda:
         "../envs/torch.yaml"
     shell:
-        "torchrun --standalone --nproc_per_node={params.nproc} -m radiodet.train"
+        "torchrun --standalone --nproc_per_node={params.nproc} -m radiodet.detector.train"
         " --train-json {input.coco:q}/instances_train.json --out-dir {params.out_dir:q}"
         " --config-json {params.settings:q} > {log:q} 2>&1"
 
