@@ -23,6 +23,7 @@ from radiodet.detector.faster_rcnn import (
 )
 from radiodet.detector.heatmap import HeatmapConfig, HeatmapNet, decode, make_targets
 from radiodet.detector.models import model_from_checkpoint
+from radiodet.detector.train import ValSelection
 
 NOISE = 3.8e-7  # Jy/beam, SDC1's
 
@@ -311,3 +312,40 @@ def test_fits_cutouts_of_the_coco_file_are_required(tmp_path):
     with pytest.raises(ValueError, match="fits_file"):
         SourceCrops(coco, HeatmapConfig(num_classes=2))
     assert fits.getheader(tmp_path / "img1.fits")["BUNIT"] == "JY/BEAM"
+
+
+def test_the_epoch_with_the_lowest_val_loss_becomes_the_model(tmp_path):
+    (tmp_path / "train").mkdir()
+    train_json = make_fits_coco(tmp_path / "train")
+    val_dir = tmp_path / "val"
+    val_dir.mkdir()
+    val_json = make_fits_coco(val_dir, n_images=3, seed=9)
+    settings = {**TINY, "train": {**TINY["train"], "epochs": 4, "patience": 10}}
+    command = [sys.executable, "-m", "radiodet.detector.train", "--train-json", str(train_json), "--val-json",
+               str(val_json), "--out-dir", str(tmp_path / "out"), "--config-json", json.dumps(settings),
+               "--device", "cpu"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")})
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "out" / "train.json").read_text())
+    history = summary["validation"]["history"]
+    assert [h["epoch"] for h in history] == [0, 1, 2, 3]
+    best = min(history, key=lambda h: h["loss"])["epoch"]
+    assert summary["validation"]["best_epoch"] == summary["model_epoch"] == best
+    model = load_checkpoint(tmp_path / "out" / "model.pth")
+    chosen = load_checkpoint(tmp_path / "out" / "checkpoints" / "best.pth")
+    assert model["epoch"] == best and all(torch.equal(model["model"][k], chosen["model"][k]) for k in chosen["model"])
+    rows = (tmp_path / "out" / "loss.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    val_values = [line.split(",")[header.index("val_loss")] for line in rows[1:]]
+    assert sum(1 for v in val_values if v) == 4  # one per epoch, on its last step
+
+
+def test_val_selection_keeps_the_lowest_and_stops_after_patience():
+    selection = ValSelection(patience=2)
+    steps = [selection.update(epoch, {"loss": loss}) for epoch, loss in enumerate([3.0, 2.0, 2.5, 1.9, 2.0, 2.1])]
+    assert [improved for improved, _ in steps] == [True, True, False, True, False, False]
+    assert [stop for _, stop in steps] == [False, False, False, False, False, True]
+    assert (selection.best_epoch, selection.best_loss) == (3, 1.9)
+    resumed = ValSelection(selection.as_dict(), patience=2)  # as restored from a checkpoint
+    assert resumed.update(6, {"loss": 1.95}) == (False, True)

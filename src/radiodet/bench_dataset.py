@@ -67,12 +67,16 @@ def generate(directory: Path, scale: Fraction, *, seed: int = 7) -> dict:
     """Image and catalogue for ``scale`` of the full area (cached)."""
     from astropy.wcs import WCS
 
+    # absolute paths: the workflow runs with --directory inside the workdir, and a
+    # cache written with a relative workdir must not hand those paths back
+    directory = Path(directory).resolve()
     side = int(round(FULL_SIDE * float(scale) ** 0.5))
     n_sources = int(round(FULL_SOURCES * float(scale)))
     image, catalogue = directory / "field.fits", directory / "truth.cat"
     info = {"side": side, "sources": n_sources, "image": str(image), "catalogue": str(catalogue)}
     if image.exists() and catalogue.exists() and (directory / "generated.json").exists():
-        return json.loads((directory / "generated.json").read_text())
+        return {**json.loads((directory / "generated.json").read_text()), "image": str(image),
+                "catalogue": str(catalogue)}
     directory.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     rng = np.random.default_rng(seed)
@@ -211,7 +215,7 @@ def main(argv=None) -> dict:
                                                                      * os.sysconf("SC_PHYS_PAGES") / 1e9, 1)},
               "scales": {}}
     for scale in scales:
-        directory = Path(args.workdir) / f"scale-{scale.numerator}-{scale.denominator}"
+        directory = (Path(args.workdir) / f"scale-{scale.numerator}-{scale.denominator}").resolve()
         print(f"== scale {scale}: generating (cached) ...", flush=True)
         info = generate(directory, scale)
         image = Path(info["image"])

@@ -139,6 +139,9 @@ def plot_training_loss(loss_csv: str | Path, path: str | Path) -> None:
         if column in loss and len(loss):
             ax_loss.plot(loss["step"], loss[column], "k-" if column == "loss" else f"C{i - 1}-",
                          lw=1.2 if column == "loss" else 0.8, label=column)
+    if "val_loss" in loss and loss["val_loss"].notna().any():
+        val = loss[loss["val_loss"].notna()]
+        ax_loss.plot(val["step"], val["val_loss"], "ko--", ms=3, lw=0.8, label="val_loss (per epoch)")
     ax_loss.set(xlabel="step", ylabel="loss", yscale="log", title=f"Training loss ({len(loss)} steps, "
                 f"{int(loss['epoch'].max()) + 1 if len(loss) else 0} epochs)")
     ax_loss.legend(fontsize=8)

@@ -112,9 +112,12 @@ def by_field(paths):
 
 
 def training_settings():
-    """The JSON the training module takes: config model + train (minus the switch)."""
+    """The JSON the training module takes: config model (the chosen kind's section only, so
+    editing the other kind's settings does not retrain) + train (minus the switch)."""
+    kind = config["model"]["kind"]
+    model = {"kind": kind, "init_checkpoint": config["model"]["init_checkpoint"], kind: config["model"][kind]}
     train = {k: v for k, v in config["train"].items() if k != "activate"}
-    return json.dumps({"model": config["model"], "train": train}, sort_keys=True)
+    return json.dumps({"model": model, "train": train}, sort_keys=True)
 
 
 def get_final_targets():

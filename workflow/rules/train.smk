@@ -22,7 +22,8 @@ rule train:
         "../envs/torch.yaml"
     shell:
         "torchrun --standalone --nproc_per_node={params.nproc} -m radiodet.detector.train"
-        " --train-json {input.coco:q}/instances_train.json --out-dir {params.out_dir:q}"
+        " --train-json {input.coco:q}/instances_train.json --val-json {input.coco:q}/instances_val.json"
+        " --out-dir {params.out_dir:q}"
         " --config-json {params.settings:q} > {log:q} 2>&1"
 
 

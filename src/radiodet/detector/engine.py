@@ -19,7 +19,7 @@ from ..atomic import write_json
 from .distributed import choose_device, is_main, reduce_mean
 from .models import kind_module, model_from_checkpoint, pad_to_multiple
 
-__all__ = ["train_one_epoch", "evaluate_coco", "evaluate_model", "coco_map"]
+__all__ = ["train_one_epoch", "validation_loss", "evaluate_coco", "evaluate_model", "coco_map"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,18 @@ def train_one_epoch(model: nn.Module, kind, optimizer, scheduler, scaler, loader
         if max_steps is not None and step >= max_steps:
             break
     return step
+
+
+@torch.no_grad()
+def validation_loss(model: nn.Module, kind, batches: list, device: torch.device) -> dict[str, float]:
+    """The loss terms on the val split (eval mode, no augmentation), averaged over its batches."""
+    model.eval()
+    totals: dict[str, float] = {}
+    for batch in batches:
+        for name, value in kind.losses(model, batch, device).items():
+            totals[name] = totals.get(name, 0.0) + float(value) / len(batches)
+    totals["loss"] = sum(totals.values())
+    return totals
 
 
 def coco_map(ground_truth_json: str | Path, detections: list[dict]) -> dict:

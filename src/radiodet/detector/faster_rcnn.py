@@ -28,7 +28,8 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 
 __all__ = ["FasterRCNNConfig", "anchors_from_boxes", "build_model", "load_state_dict_adapting_channels",
-           "model_scale", "resolve_config", "training_data", "losses", "detect", "for_inference", "INPUT"]
+           "model_scale", "resolve_config", "training_data", "validation_batches", "losses", "detect", "for_inference",
+           "INPUT"]
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +209,11 @@ def training_data(train_json, config: FasterRCNNConfig, train_settings: dict, se
     from .data import CocoRadioDetection, collate_detection
 
     return CocoRadioDetection(train_json, augment=True, seed=seed), collate_detection
+
+
+def validation_batches(val_json, config: FasterRCNNConfig, train_settings: dict, **_) -> list:
+    """None: torchvision's detection models give losses only in training mode (the last epoch is kept)."""
+    return []
 
 
 def losses(model: nn.Module, batch, device: torch.device) -> dict[str, torch.Tensor]:

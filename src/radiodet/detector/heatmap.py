@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["HeatmapConfig", "HeatmapNet", "encode_input", "make_targets", "heatmap_loss", "decode", "build_model",
-           "resolve_config", "training_data", "losses", "detect", "for_inference", "INPUT",
+           "resolve_config", "training_data", "validation_batches", "losses", "detect", "for_inference", "INPUT",
            "MIN_SIZE_PX", "HEAD_CHANNELS"]
 
 #: intrinsic sizes below this (pixels FWHM) are treated as this (a log needs a floor)
@@ -298,6 +298,22 @@ def training_data(train_json, config: HeatmapConfig, train_settings: dict, seed:
                           crops_per_image=train_settings["crops_per_image"], augment=True, seed=seed,
                           label_min_snr=train_settings.get("label_min_snr"))
     return dataset, collate_crops
+
+
+def validation_batches(val_json, config: HeatmapConfig, train_settings: dict, *, max_images: int = 64,
+                       batch_size: int = 8) -> list:
+    """The val split's cutouts, whole and unaugmented, as batches for :func:`losses` (at most ``max_images``)."""
+    from .data import SourceCrops, collate_crops, read_coco
+
+    _, images, _, _ = read_coco(val_json)
+    if not images:
+        return []
+    multiple = 2 ** config.levels
+    side = max(max(r["width"], r["height"]) for r in images)
+    dataset = SourceCrops(val_json, config, crop=-(-side // multiple) * multiple, crops_per_image=1, augment=False,
+                          label_min_snr=train_settings.get("label_min_snr"))
+    items = [dataset[(0, i)] for i in range(min(len(dataset), max_images))]
+    return [collate_crops(items[i:i + batch_size]) for i in range(0, len(items), batch_size)]
 
 
 def losses(model: nn.Module, batch, device: torch.device) -> dict[str, torch.Tensor]:

@@ -11,6 +11,8 @@ Each kind is a module with:
 * ``training_data(train_json, config, train_settings, seed)`` -> (dataset,
   collate); items are keyed ``(epoch, index)``
   (:class:`radiodet.detector.data.EpochSampler`);
+* ``validation_batches(val_json, config, train_settings)`` -> fixed batches
+  of the val split for :func:`losses` in eval mode (empty: no validation);
 * ``losses(model, batch, device)`` -> dict of loss tensors;
 * ``batch_image_ids(batch)`` -> COCO image ids in a batch (for tests of
   distributed sampling; may be empty);

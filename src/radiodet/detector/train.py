@@ -52,10 +52,10 @@ from .checkpoints import (
 )
 from .data import EpochSampler, read_coco
 from .distributed import barrier, choose_device, init_distributed, is_main, seed_everything, shutdown
-from .engine import train_one_epoch
+from .engine import train_one_epoch, validation_loss
 from .models import build_from_settings, kind_module
 
-__all__ = ["TrainConfig", "get_args_parser", "main", "train", "measurement_calibration"]
+__all__ = ["TrainConfig", "ValSelection", "get_args_parser", "main", "train", "measurement_calibration"]
 
 log = logging.getLogger("radiodet.detector.train")
 
@@ -80,6 +80,8 @@ class TrainConfig:
     crop: int = 128                  # heatmap: crop side (pixels)
     crops_per_image: int = 8         # heatmap: crops per cutout and epoch
     label_min_snr: float | None = None  # heatmap: fainter annotations are ignored, not labels
+    select_on_val: bool = True       # model.pth = the epoch with the lowest val loss (models that give one)
+    patience: int | None = None      # stop after this many epochs without a lower val loss
 
     @classmethod
     def from_settings(cls, settings: dict) -> "TrainConfig":
@@ -100,18 +102,29 @@ def _optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
 
 
 class LossLog:
-    """``loss.csv``: one row per step, kept in memory and in every checkpoint."""
+    """``loss.csv``: one row per step, kept in memory and in every checkpoint.
+
+    Columns: step, epoch, lr, loss, each loss term, ``val_loss`` (the val
+    split's loss, on the last step of each epoch; empty elsewhere), seconds
+    since the epoch started.
+    """
 
     def __init__(self, path: Path, rows: list[list] | None = None, columns: list[str] | None = None):
         self.path, self.rows, self.columns = path, list(rows or []), list(columns or [])
 
     def add(self, step: int, epoch: int, lr: float, losses: dict[str, float], seconds: float) -> None:
         if not self.columns:
-            self.columns = ["step", "epoch", "lr", "loss"] + sorted(k for k in losses if k != "loss") + ["seconds"]
+            self.columns = (["step", "epoch", "lr", "loss"] + sorted(k for k in losses if k != "loss")
+                            + ["val_loss", "seconds"])
         self.rows.append([step, epoch, float(f"{lr:.6g}")] + [float(f"{losses.get(c, float('nan')):.6g}")
-                                                             for c in self.columns[3:-1]] + [round(seconds, 3)])
+                                                             for c in self.columns[3:-2]]
+                         + [None, round(seconds, 3)])
         if step % 20 == 0 or step == 1:
             log.info("epoch %d step %d: loss %.4f lr %.3g", epoch, step, losses["loss"], lr)
+
+    def add_validation(self, value: float) -> None:
+        if self.rows:
+            self.rows[-1][self.columns.index("val_loss")] = float(f"{value:.6g}")
 
     def write(self) -> None:
         with atomic_path(self.path) as tmp:
@@ -119,6 +132,33 @@ class LossLog:
                 writer = csv.writer(handle)
                 writer.writerow(self.columns or ["step", "epoch", "lr", "loss", "seconds"])
                 writer.writerows(self.rows)
+
+
+class ValSelection:
+    """Which epoch's weights to keep, and when to stop: the lowest val loss so far.
+
+    State (``as_dict``) is plain data, stored in every epoch checkpoint so a
+    resumed run continues the same bookkeeping.
+    """
+
+    def __init__(self, state: dict | None = None, *, patience: int | None = None):
+        state = state or {}
+        self.history: list[dict] = list(state.get("history", []))
+        self.best_epoch: int | None = state.get("best_epoch")
+        self.best_loss: float | None = state.get("best_loss")
+        self.patience = patience
+
+    def update(self, epoch: int, values: dict[str, float]) -> tuple[bool, bool]:
+        """Record an epoch's val losses; returns (it is the best so far, training should stop)."""
+        self.history.append({"epoch": epoch, **{k: round(float(v), 6) for k, v in values.items()}})
+        improved = self.best_loss is None or values["loss"] < self.best_loss
+        if improved:
+            self.best_loss, self.best_epoch = float(values["loss"]), epoch
+        stop = self.patience is not None and epoch - self.best_epoch >= self.patience
+        return improved, stop
+
+    def as_dict(self) -> dict:
+        return {"history": self.history, "best_epoch": self.best_epoch, "best_loss": self.best_loss}
 
 
 def _schedule(config: TrainConfig, total_steps: int):
@@ -131,7 +171,7 @@ def _schedule(config: TrainConfig, total_steps: int):
 
 
 def train(train_json: str | Path, out_dir: str | Path, *, model_settings: dict, config: TrainConfig,
-          device_name: str = "auto", debug_dir: str | Path | None = None) -> dict:
+          val_json: str | Path | None = None, device_name: str = "auto", debug_dir: str | Path | None = None) -> dict:
     """Train (or resume) and write ``model.pth``, ``loss.csv``, ``train.json`` in ``out_dir``.
 
     Parameters
@@ -141,6 +181,11 @@ def train(train_json: str | Path, out_dir: str | Path, *, model_settings: dict, 
     model_settings : dict
         The config's ``model`` section (``kind``, ``init_checkpoint`` and one
         section per kind).
+    val_json : path, optional
+        ``instances_val.json``: its loss after every epoch picks the epoch
+        whose weights become ``model.pth`` (``select_on_val``; early stopping
+        with ``patience``). The heatmap model gives a val loss;
+        torchvision's Faster R-CNN does not (its last epoch is kept).
     config : TrainConfig
         Optimisation settings.
     debug_dir : path, optional
@@ -211,23 +256,47 @@ def train(train_json: str | Path, out_dir: str | Path, *, model_settings: dict, 
                          step, len(losses.rows))
         elif is_main(rank):
             log.warning("ignoring %s: it was made from other data or settings", last)
+    best_path = checkpoints / "best.pth"
+    selection = ValSelection(state.get("validation") if state is not None and start_epoch > 0 else None,
+                             patience=config.patience)
     if is_main(rank):
         checkpoints.mkdir(parents=True, exist_ok=True)
         if start_epoch == 0:  # checkpoints of another run would be taken for this one's on a resume
-            for stale in checkpoints.glob("epoch_*.pth"):
-                stale.unlink()
+            for stale in [*checkpoints.glob("epoch_*.pth"), best_path]:
+                stale.unlink(missing_ok=True)
+    val_batches = (kind.validation_batches(val_json, network_config, asdict(config))
+                   if val_json and config.select_on_val and is_main(rank) else [])
+    if is_main(rank) and val_json and config.select_on_val and not val_batches:
+        log.info("no val loss for a %s model (or an empty val split): model.pth is the last epoch", network["kind"])
     barrier(world)
     seen: list[int] = []
     written: list[str] = []
     started = time.monotonic()
     items_done = 0
+    last_epoch = start_epoch - 1
     for epoch in range(start_epoch, config.epochs):
+        last_epoch = epoch
         sampler.set_epoch(epoch)
         before = step
         step = train_one_epoch(model, kind, optimizer, scheduler, scaler, loader, device, epoch, step,
                                grad_clip=config.grad_clip, max_steps=config.max_steps, world=world, rank=rank,
                                amp=amp, on_step=losses.add, seen=seen)
         items_done += (step - before) * config.batch_size * world
+        stop = torch.zeros(1)
+        if val_batches:  # rank 0 only
+            values = validation_loss(bare, kind, val_batches, device)
+            losses.add_validation(values["loss"])
+            improved, stopping = selection.update(epoch, values)
+            if improved:
+                save_checkpoint(best_path, model=bare.state_dict(), epoch=epoch, step=step,
+                                validation=selection.as_dict())
+            log.info("epoch %d: val loss %.4f (lowest %.4f, epoch %d)", epoch, values["loss"], selection.best_loss,
+                     selection.best_epoch)
+            if stopping:
+                log.info("stopping: no lower val loss for %d epochs", config.patience)
+                stop[0] = 1
+        if world > 1:
+            torch.distributed.broadcast(stop, src=0)
         states = [None] * world
         if world > 1:
             torch.distributed.all_gather_object(states, rng_state())
@@ -238,21 +307,21 @@ def train(train_json: str | Path, out_dir: str | Path, *, model_settings: dict, 
             save_checkpoint(path, model=bare.state_dict(), optimizer=optimizer.state_dict(),
                             lr_scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), epoch=epoch,
                             step=step, config=settings, fingerprint=key, rank=rank, rng=states,
-                            loss_rows=losses.rows, loss_columns=losses.columns)
+                            loss_rows=losses.rows, loss_columns=losses.columns, validation=selection.as_dict())
             losses.write()
             written.append(str(path))
             for old in sorted(checkpoints.glob("epoch_*.pth"))[:-config.keep_checkpoints]:
                 old.unlink()
             log.info("epoch %d done (step %d), checkpoint written", epoch, step)
         barrier(world)
-        if config.max_steps is not None and step >= config.max_steps:
+        if (config.max_steps is not None and step >= config.max_steps) or stop[0]:
             break
     elapsed = time.monotonic() - started
     summary = {"kind": network["kind"], "images": len(images), "items_per_epoch": len(dataset), "world_size": world,
                "device": str(device), "amp": amp, "epochs": config.epochs, "steps": step,
                "seconds": round(elapsed, 2),
                "items_per_second": round(items_done / elapsed, 3) if elapsed > 0 and items_done else None,
-               "network": network, "fingerprint": key}
+               "network": network, "fingerprint": key, "validation": selection.as_dict()}
     if debug_dir is not None:
         debug_dir = Path(debug_dir)
         debug_dir.mkdir(parents=True, exist_ok=True)
@@ -261,10 +330,16 @@ def train(train_json: str | Path, out_dir: str | Path, *, model_settings: dict, 
         write_json(debug_dir / f"rank{rank}.json", {"seen_image_ids": seen, "checksum": param_checksum(bare),
                                                     "wrote": written, "steps": step})
     if is_main(rank):
+        final_epoch = last_epoch
+        if selection.best_epoch is not None and best_path.exists():
+            bare.load_state_dict(load_checkpoint(best_path)["model"])
+            final_epoch = selection.best_epoch
+            log.info("model.pth: the weights of epoch %d (lowest val loss %.4f)", final_epoch, selection.best_loss)
+        summary["model_epoch"] = final_epoch
         calibration = measurement_calibration(train_json) if kind.INPUT == "snr" else {"flux_scale": 1.0}
         settings["calibration"] = calibration
         summary["calibration"] = calibration
-        save_checkpoint(out_dir / "model.pth", model=bare.state_dict(), config=settings, epoch=config.epochs - 1,
+        save_checkpoint(out_dir / "model.pth", model=bare.state_dict(), config=settings, epoch=final_epoch,
                         step=step, fingerprint=key)
         losses.write()
         write_json(out_dir / "train.json", summary)
@@ -328,6 +403,8 @@ def param_checksum(model: nn.Module) -> str:
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Train a radiodet detector (torchrun/srun aware)")
     parser.add_argument("--train-json", required=True, help="COCO instances_train.json written by the workflow")
+    parser.add_argument("--val-json", default=None,
+                        help="COCO instances_val.json: its loss picks the epoch written as model.pth")
     parser.add_argument("--out-dir", required=True, help="directory for model.pth, loss.csv, train.json, checkpoints/")
     parser.add_argument("--config-json", default="{}",
                         help='JSON with the config\'s "model" and "train" sections')
@@ -345,7 +422,7 @@ def main(args: argparse.Namespace) -> dict:
     model_settings = {**_MODEL_DEFAULTS, **options.get("model", {})}
     config = TrainConfig.from_settings(options.get("train", {}))
     return train(args.train_json, args.out_dir, model_settings=model_settings, config=config,
-                 device_name=args.device, debug_dir=args.debug_dir)
+                 val_json=args.val_json, device_name=args.device, debug_dir=args.debug_dir)
 
 
 if __name__ == "__main__":
