@@ -95,7 +95,7 @@ def test_boxes_centre_on_the_source_plus_half_a_pixel_with_the_analytic_size(tmp
     _source_table(header, [(7, 70.25, 60.75, 1e-3, 6.0, 2.0, 30.0),
                            (8, 99.9, 99.9, 1e-3, 0.0, 0.0, 0.0)]).to_parquet(tmp_path / "src.parquet")
     pd.DataFrame({"source_id": [7, 8], "cutout_id": "b_x00050_y00050", "field": "b", "snr": 50.0,
-                  "keep": True}).to_parquet(tmp_path / "snr.parquet")
+                  "rms": 2e-5, "pb": [1.0, 0.5], "keep": True}).to_parquet(tmp_path / "snr.parquet")
     summary = make_boxes(tmp_path / "snr.parquet", tmp_path / "src.parquet", {"b": tmp_path / "m.parquet"},
                          tmp_path / "boxes.parquet", tmp_path / "boxes.json", extent="sigma", scale=2.5)
     boxes = pd.read_parquet(tmp_path / "boxes.parquet").set_index("source_id")
@@ -113,6 +113,8 @@ def test_boxes_centre_on_the_source_plus_half_a_pixel_with_the_analytic_size(tmp
     # north in pixels turns by ~0.002 deg 20 px from the reference pixel
     # (meridians converge), which the WCS Jacobian follows
     assert box["ellipse_angle"] == pytest.approx(120.0, abs=0.01)
+    # the noise and primary-beam response travel with the box (the detector's flux target)
+    assert (box["rms"], box["pb"]) == (2e-5, 1.0)
     # source 8 sits at the last pixel's centre: its box is clipped to ~1/4 and dropped
     assert 8 not in boxes.index and summary["dropped_mostly_outside"] == 1
 
