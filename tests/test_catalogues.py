@@ -8,16 +8,16 @@ import pytest
 from conftest import SDC1, SDC1_PYBDSF, SDC1_TRUTH
 
 from radiodet import catalogues
-from radiodet.catalogues import (
+from radiodet.catalogues import read_catalogue
+from radiodet.catalogues.sdc1 import (
     EXPONENTIAL_TO_FWHM,
     LAS_TO_FWHM,
     east_of_north_to_sdc1_pa,
-    ingest,
-    read_catalogue,
     sdc1_pa_to_east_of_north,
     sdc1_size_to_fwhm,
 )
 from radiodet.errors import CatalogueError
+from radiodet.ingest import ingest
 from radiodet.schema import SOURCE_COLUMNS, read_parquet_metadata, read_units
 
 CLASSES = {1, 2, 3}
@@ -139,4 +139,4 @@ def test_pybdsf_source_list_units():
 def test_ingest_report_is_json_serialisable(tmp_path):
     report = ingest(SDC1 / "TrainingSet_B5_v2_ML.txt", "sdc1_training", tmp_path / "o.parquet", class_ids=CLASSES)
     assert json.loads(json.dumps(report.as_dict()))["rows_written"] == 30
-    assert catalogues.FORMATS["sdc1_training"].header_lines == 18
+    assert catalogues.formats()["sdc1_training"].header_lines == 18

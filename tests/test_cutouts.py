@@ -9,8 +9,8 @@ from PIL import Image
 
 from radiodet import images
 from radiodet.cutouts import CutoutConfig, make_cutouts
-from radiodet.images import robust_rms
 from radiodet.errors import ImageError
+from radiodet.images import robust_rms
 from radiodet.schema import read_parquet_metadata, read_units
 from radiodet.views import ViewConfig, field_interval, write_views
 

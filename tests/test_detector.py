@@ -12,9 +12,25 @@ from astropy.io import fits
 from conftest import REPO, sky_header, write_image
 from torch.utils.data import DataLoader, SequentialSampler
 
-from radiodet.detector.augment import hflip, random_sky_transform, rot90, sky_symmetry, transform_points, vflip
-from radiodet.detector.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from radiodet.detector.data import CocoRadioDetection, EpochSampler, SourceCrops, collate_crops
+from radiodet.detector.augment import (
+    hflip,
+    random_sky_transform,
+    rot90,
+    sky_symmetry,
+    transform_points,
+    vflip,
+)
+from radiodet.detector.checkpoints import (
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
+from radiodet.detector.data import (
+    CocoRadioDetection,
+    EpochSampler,
+    SourceCrops,
+    collate_crops,
+)
 from radiodet.detector.faster_rcnn import (
     FasterRCNNConfig,
     anchors_from_boxes,
@@ -126,6 +142,33 @@ def test_heatmap_targets_decode_back_to_the_sources():
     np.testing.assert_allclose(found["major_px"][order][:2], [1.0, 2.0], rtol=1e-4)
     np.testing.assert_allclose(found["angle"][order][:2], [30.0, 120.0], atol=0.01)
     assert found["label"][order].tolist() == [2, 0, 1]
+
+
+def test_whole_field_detection_closes_the_image(tmp_path, monkeypatch):
+    """The tile reader's handle on the image is closed when detection ends, not when it is collected."""
+    from radiodet.detector import heatmap, predict
+    from radiodet.detector.predict import PredictConfig, detect_field
+
+    kept = []
+
+    class KeptBands(predict._Bands):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            kept.append(self)  # alive after detection: only an explicit close frees the file
+
+    monkeypatch.setattr(predict, "_Bands", KeptBands)
+
+    image = write_image(tmp_path / "field.fits", np.random.default_rng(0).normal(0, 3.8e-7, (96, 80)),
+                        sky_header(80, 96, beam_arcsec=1.5))
+
+    def open_handles():
+        fds = os.listdir("/proc/self/fd")
+        return sum(1 for fd in fds if os.path.realpath(f"/proc/self/fd/{fd}") == str(image.resolve()))
+
+    net = HeatmapNet(HeatmapConfig(width=4, levels=2)).eval()
+    found = detect_field(net, heatmap, image, config=PredictConfig(tile=64, min_overlap=8, workers=0, min_score=0.0),
+                         device=torch.device("cpu"))
+    assert len(found) > 0 and len(kept) == 1 and open_handles() == 0
 
 
 def test_heatmap_net_keeps_full_resolution():

@@ -8,8 +8,9 @@ from conftest import gaussian_image, sky_header, write_image
 
 from radiodet.boxes import clip_boxes, make_boxes, n_sigma_for
 from radiodet.cutouts import CutoutConfig, make_cutouts
-from radiodet.filtering import filter_sources, sample_image
+from radiodet.filtering import filter_sources
 from radiodet.geometry import FWHM_PER_SIGMA
+from radiodet.images import sample_image
 
 NOISE = 1e-5  # Jy/beam
 BEAM_ARCSEC = 1.5

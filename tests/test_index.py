@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from astropy.wcs import WCS
 from conftest import SDC1_IMAGE, SDC1_TRUTH, gaussian_image, sky_header, write_image
 
-from radiodet.cutouts import CutoutConfig, field_wcs, make_cutouts
+from radiodet.cutouts import CutoutConfig, make_cutouts
 from radiodet.db import (
     DatabaseUnavailable,
     connection_url,
@@ -19,6 +19,7 @@ from radiodet.db import (
 )
 from radiodet.errors import ConfigError
 from radiodet.index import _footprints, build_index, load_and_assign
+from radiodet.manifest import field_wcs
 
 pytestmark = pytest.mark.postgis
 
@@ -73,7 +74,7 @@ def test_join_across_ra_zero_matches_pixel_arithmetic(field_across_ra_zero, post
 
 
 def test_sdc1_demo_join_matches_pixel_arithmetic(tmp_path, postgis_url):
-    from radiodet.catalogues import ingest
+    from radiodet.ingest import ingest
 
     regions = {"train": [{"x_max": 620}], "test": [{"x_min": 640}]}
     make_cutouts(SDC1_IMAGE, tmp_path / "fits", tmp_path / "m.parquet", tmp_path / "s.npy", field="sdc1",

@@ -6,7 +6,7 @@ from astropy.wcs import WCS
 from conftest import SDC1_IMAGE, SDC1_PB, SDC1_TRUTH, sky_header
 
 from radiodet.catalogues import read_catalogue
-from radiodet.filtering import sample_image
+from radiodet.detector.measure import MeasureConfig, fit_sources
 from radiodet.geometry import (
     covariance_from_ellipse,
     deconvolve,
@@ -14,8 +14,7 @@ from radiodet.geometry import (
     pixel_jacobian,
     sky_to_pixel_covariance,
 )
-from radiodet.images import open_image, robust_rms
-from radiodet.detector.measure import MeasureConfig, fit_sources
+from radiodet.images import open_image, robust_rms, sample_image
 
 NOISE = 3.8e-7  # Jy/beam: the SDC1 560 MHz 1000 h rms
 BEAM = 1.5      # arcsec FWHM

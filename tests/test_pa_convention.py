@@ -13,9 +13,8 @@ from conftest import SDC1_IMAGE, SDC1_TRUTH
 
 from radiodet.boxes import pixel_ellipses
 from radiodet.catalogues import read_catalogue
-from radiodet.images import robust_rms
 from radiodet.geometry import ellipse_from_covariance
-from radiodet.images import open_image
+from radiodet.images import open_image, robust_rms
 
 
 def _axis_difference(a, b):

@@ -7,15 +7,15 @@ from astropy.wcs import WCS
 from conftest import SDC1_IMAGE, SDC1_TRUTH, sky_header, write_image
 
 from radiodet.catalogues import read_catalogue
-from radiodet.detector.predict import PredictConfig, measure_detections, tile_cores
-from radiodet.score import calibrate_threshold, in_regions, sdc1_score
-from radiodet.sdc1 import (
+from radiodet.catalogues.sdc1 import (
     SUBMISSION_COLUMNS,
     read_submission,
     submission_frame,
     truth_submission,
     write_submission,
 )
+from radiodet.detector.predict import PredictConfig, measure_detections, tile_cores
+from radiodet.score import calibrate_threshold, in_regions, sdc1_score
 from radiodet.tiling import axis_starts
 
 
@@ -29,7 +29,12 @@ def test_tile_cores_partition_the_axis():
 
 def test_measurement_in_bands_recovers_injected_elliptical_sources(tmp_path):
     """Sources in Jy/beam at SDC1 amplitudes, measured band by band through the image file."""
-    from radiodet.geometry import covariance_from_ellipse, deconvolve, ellipse_from_covariance, pixel_jacobian
+    from radiodet.geometry import (
+        covariance_from_ellipse,
+        deconvolve,
+        ellipse_from_covariance,
+        pixel_jacobian,
+    )
 
     header = sky_header(64, 200, cdelt=0.6 / 3600, beam_arcsec=1.5)
     wcs = WCS(header)
@@ -113,6 +118,20 @@ def test_sdc1_image_and_truth_overlap_in_the_test_region():
     with open_image(SDC1_IMAGE) as image:
         mask = in_regions(truth["ra"], truth["dec"], [{"x_min": 640}], image.wcs, image.shape)
     assert 6500 < mask.sum() < 6600
+
+
+def test_truth_of_overlapping_fields_counts_each_source_once(tmp_path):
+    """Two fields over the same sky list each source twice; the scorer's truth has it once."""
+    from radiodet.cutouts import CutoutConfig, make_cutouts
+    from radiodet.score import region_truth
+
+    manifest = tmp_path / "m.parquet"
+    make_cutouts(SDC1_IMAGE, tmp_path / "fits", manifest, tmp_path / "s.npy", field="a",
+                 config=CutoutConfig(size=512))
+    truth = read_catalogue(SDC1_TRUTH, "sdc1_truth")
+    one = region_truth({"a": truth}, {"a": manifest}, [{"x_min": 640}])
+    two = region_truth({"a": truth, "b": truth}, {"a": manifest, "b": manifest}, [{"x_min": 640}])
+    assert 6500 < len(one) < 6600 and len(two) == len(one) and two["id"].is_unique
 
 
 def test_the_submission_pa_range_is_the_truths():

@@ -16,9 +16,8 @@ import subprocess
 
 import pandas as pd
 import pytest
-import yaml
-
 import slurm_cluster
+import yaml
 from conftest import REPO, world_readable_tmpdir
 from test_workflow import ENV, SNAKEMAKE
 

@@ -13,10 +13,9 @@ from astropy.io import fits
 from conftest import REPO, world_readable_tmpdir
 from test_workflow import ENV, SNAKEMAKE
 
-from radiodet.catalogues import read_catalogue
+from radiodet.catalogues import read_catalogue, with_survey_defaults
 from radiodet.classification import StampConfig, preprocess_stamp
 from radiodet.errors import CatalogueError
-from radiodet.surveys import with_survey_defaults
 from radiodet.torch_datasets import RadioClassification, SelfSupervisedCrops
 
 LOTSS_CATALOGUE = REPO / "resources" / "lotss" / "catalog_shimwell_reduced.srl.fits"
@@ -75,7 +74,7 @@ def survey_runs(postgis_url):
     mgcls = yaml.safe_load((workdir / "config" / "mgcls.yaml").read_text())
     mgcls["simulate"].update({"size": 1100, "pixel_arcsec": 4.0, "n_point": 250, "n_extended": 30})
     (workdir / "config" / "mgcls-test.yaml").write_text(yaml.safe_dump(mgcls))
-    for config in ("lotss.yaml", "mirabest.yaml", "mgcls-test.yaml"):
+    for config in ("lotss.yaml", "mirabest.yaml", "mgcls-test.yaml", "hipass.yaml"):
         done = subprocess.run(SNAKEMAKE + ["--directory", str(workdir), "--cores", "2", "--configfile",
                                            str(workdir / "config" / config)],
                               capture_output=True, text=True, timeout=900, env=ENV)
@@ -106,6 +105,36 @@ def test_lotss_bright_sources_are_boxed_and_no_sky_comes_from_two_mosaics(survey
                 assert polygons[a].intersection(polygons[b]).area == pytest.approx(0.0, abs=1e-12)
     coco = json.loads((results / "coco" / "instances_train.json").read_text())
     assert [c["name"] for c in coco["categories"]] == ["single", "multiple", "complex"]
+
+
+def test_hipass_aegean_table_needs_only_a_config_and_its_boxes_sit_on_its_sources(survey_runs):
+    """SIN about the south pole, reference pixel outside the image, 40 % NaN: boxes on the sources."""
+    from astropy.io import fits
+    from astropy.wcs import WCS
+    from pycocotools.coco import COCO
+
+    results = survey_runs / "results" / "hipass-1904"
+    boxes = pd.read_parquet(results / "boxes" / "boxes.parquet")
+    assert len(boxes) >= 20 and boxes["snr"].min() >= 5.0
+    peak_offsets = []
+    for row in boxes.itertuples():
+        with fits.open(results / "cutouts" / row.field / "fits" / f"{row.cutout_id}.fits") as hdul:
+            data, wcs = hdul[0].data, WCS(hdul[0].header).celestial
+        # the box centre is the catalogue position through the cutout's own WCS
+        x, y = wcs.world_to_pixel_values(row.ra, row.dec)
+        assert (row.x, row.y) == pytest.approx((float(x), float(y)), abs=1e-3)
+        assert row.bbox_x + row.bbox_w / 2 == pytest.approx(row.x + 0.5, abs=1e-6) or row.visible_fraction < 1
+        # ... and the image peaks there: the brightest pixel of a 7 x 7 window around it
+        ix, iy = int(round(row.x)), int(round(row.y))
+        window = data[max(iy - 3, 0):iy + 4, max(ix - 3, 0):ix + 4]
+        if np.isfinite(window).all() and row.snr >= 10:
+            py, px = np.unravel_index(np.argmax(window), window.shape)
+            peak_offsets.append(np.hypot(px + max(ix - 3, 0) - row.x, py + max(iy - 3, 0) - row.y))
+    assert len(peak_offsets) >= 10
+    assert np.median(peak_offsets) <= 0.75 and np.max(peak_offsets) <= 1.5  # 4' pixels, 14.4' beam
+    coco = COCO(str(results / "coco" / "instances_train.json"))
+    assert len(coco.getAnnIds()) == (boxes["split"] == "train").sum()
+    assert [c["name"] for c in coco.loadCats(coco.getCatIds())] == ["source"]
 
 
 def test_mgcls_sources_above_5_sigma_are_boxed_and_crop_counts_match_the_truth(survey_runs):

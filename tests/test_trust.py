@@ -107,7 +107,7 @@ def _index_worker(args):
 
 
 def test_concurrent_indexing_is_safe(tmp_path, postgis_url, engine):
-    from radiodet.catalogues import ingest
+    from radiodet.ingest import ingest
 
     make_cutouts(SDC1_IMAGE, tmp_path / "fits", tmp_path / "m.parquet", tmp_path / "s.npy", field="f",
                  config=CutoutConfig(size=205))
@@ -130,7 +130,7 @@ def test_image_and_catalogue_that_do_not_overlap(tmp_path, postgis_url):
     image = write_image(tmp_path / "far.fits", gaussian_image(300, 300, [], noise=1.0), far)
     make_cutouts(image, tmp_path / "fits", tmp_path / "m.parquet", tmp_path / "s.npy", field="far",
                  config=CutoutConfig(size=100))
-    from radiodet.catalogues import ingest
+    from radiodet.ingest import ingest
 
     ingest(REPO / "resources" / "sdc1" / "truth_B1_0.3tr.cat", "sdc1_truth", tmp_path / "src.parquet",
            class_ids={1, 2, 3})

@@ -21,11 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_path, write_json
-from .catalogues import read_pybdsf_srl
-from .filtering import sample_image
-from .images import open_image
+from .catalogues.pybdsf import read_pybdsf_srl
+from .catalogues.sdc1 import write_submission
+from .images import open_image, sample_image
 from .schema import SOURCE_COLUMNS, write_parquet
-from .sdc1 import write_submission
 
 __all__ = ["run_pybdsf"]
 

@@ -36,7 +36,6 @@ import pandas as pd
 import pyarrow as pa
 
 from .atomic import write_json
-from .cutouts import field_beam, field_wcs
 from .errors import ConfigError
 from .geometry import (
     FWHM_PER_SIGMA,
@@ -46,6 +45,7 @@ from .geometry import (
     pixel_jacobian,
     sky_to_pixel_covariance,
 )
+from .manifest import field_beam, field_wcs
 from .schema import read_sources, write_parquet
 
 __all__ = ["BOX_COLUMNS", "n_sigma_for", "pixel_ellipses", "clip_boxes", "make_boxes"]

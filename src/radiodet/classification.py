@@ -30,9 +30,7 @@ import pandas as pd
 from astropy.nddata import Cutout2D
 
 from .atomic import atomic_directory, write_json
-from .images import robust_rms
-from .filtering import sample_image
-from .images import open_image
+from .images import open_image, robust_rms, sample_image
 from .logs import Progress
 from .schema import read_sources
 from .tiling import PixelBox

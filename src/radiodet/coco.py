@@ -38,7 +38,7 @@ from shapely.geometry import Polygon
 from shapely.geometry import box as shapely_box
 
 from .atomic import atomic_directory, write_json
-from .cutouts import read_manifests
+from .manifest import read_manifests
 from .tiling import SPLITS
 
 __all__ = ["ellipse_polygon", "build_coco", "write_coco"]

@@ -21,8 +21,8 @@ from astropy.io import fits
 
 from .atomic import write_json
 from .catalogues import read_catalogue
-from .cutouts import field_shape, field_wcs, read_manifests
 from .images import celestial_wcs
+from .manifest import field_shape, field_wcs, read_manifests
 from .tiling import PixelBox
 
 __all__ = ["bright_reference", "box_coverage", "crosscheck"]

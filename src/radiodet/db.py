@@ -21,6 +21,7 @@ import fcntl
 import getpass
 import glob
 import hashlib
+import io
 import logging
 import os
 import pwd
@@ -31,12 +32,17 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
 import sqlalchemy as sa
+from geoalchemy2 import Geography
 from sqlalchemy.engine import make_url
 
 from .errors import ConfigError
 
-__all__ = ["connection_url", "private_server", "engine_for", "validate_identifier", "DatabaseUnavailable"]
+__all__ = ["connection_url", "private_server", "engine_for", "validate_identifier", "DatabaseUnavailable",
+           "index_tables", "copy_rows", "copy_query"]
 
 log = logging.getLogger(__name__)
 
@@ -239,3 +245,75 @@ def database(config_url: str | None, *, private_dir: str | Path, postgres_bin: s
             yield engine
         finally:
             engine.dispose()
+
+
+# --------------------------------------------------------------------------
+# the spatial index's tables and bulk transfer
+
+
+def index_tables(schema: str) -> tuple[sa.MetaData, dict[str, sa.Table]]:
+    """SQLAlchemy tables ``fields``, ``sources``, ``cutouts``, ``assignments`` in ``schema``."""
+    schema = validate_identifier(schema, "database.schema")
+    meta = sa.MetaData(schema=schema)
+    fields = sa.Table(
+        "fields", meta,
+        sa.Column("survey", sa.Text, primary_key=True),
+        sa.Column("field", sa.Text, primary_key=True),
+        sa.Column("centre", Geography("POINT", srid=4326, spatial_index=False), nullable=False),
+    )
+    sources = sa.Table(
+        "sources", meta,
+        sa.Column("survey", sa.Text, primary_key=True),
+        sa.Column("source_id", sa.BigInteger, primary_key=True),
+        sa.Column("ra", sa.Float(53), nullable=False),
+        sa.Column("dec", sa.Float(53), nullable=False),
+        sa.Column("position", Geography("POINT", srid=4326, spatial_index=True), nullable=False),
+    )
+    cutouts = sa.Table(
+        "cutouts", meta,
+        sa.Column("survey", sa.Text, primary_key=True),
+        sa.Column("cutout_id", sa.Text, primary_key=True),
+        sa.Column("field", sa.Text, nullable=False),
+        sa.Column("split", sa.Text, nullable=False),
+        # outer pixel edges grown by margin_px: what the source join uses
+        sa.Column("footprint", Geography("POLYGON", srid=4326, spatial_index=True), nullable=False),
+        # exact outer pixel edges: where the field has valid data
+        sa.Column("extent", Geography("POLYGON", srid=4326, spatial_index=True), nullable=False),
+        sa.Column("owned", sa.Boolean, nullable=False, server_default=sa.true()),
+    )
+    assignments = sa.Table(
+        "assignments", meta,
+        sa.Column("survey", sa.Text, primary_key=True),
+        sa.Column("source_id", sa.BigInteger, primary_key=True),
+        sa.Column("cutout_id", sa.Text, primary_key=True),
+    )
+    return meta, {"fields": fields, "sources": sources, "cutouts": cutouts, "assignments": assignments}
+
+
+def copy_rows(conn: sa.Connection, table: str, columns: list[str], frame: pd.DataFrame) -> None:
+    """COPY ``frame`` into ``table`` (a trusted, already-quoted name) as CSV.
+
+    pyarrow writes the CSV (17 significant digits for floats: positions
+    survive the round trip exactly); values never pass through SQL text.
+    """
+    buffer = io.BytesIO()
+    pacsv.write_csv(pa.Table.from_pandas(frame[columns], preserve_index=False), buffer,
+                    write_options=pacsv.WriteOptions(include_header=False))
+    buffer.seek(0)
+    raw = conn.connection.dbapi_connection
+    with raw.cursor() as cursor:
+        cursor.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)", buffer)
+
+
+def copy_query(conn: sa.Connection, query: str, types: dict[str, pa.DataType]) -> pd.DataFrame:
+    """Run ``query`` (a trusted statement without parameters) through COPY TO; columns typed by ``types``."""
+    names = list(types)
+    buffer = io.BytesIO()
+    raw = conn.connection.dbapi_connection
+    with raw.cursor() as cursor:
+        cursor.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT csv)", buffer)
+    buffer.seek(0)
+    if not buffer.getbuffer().nbytes:
+        return pa.schema(list(types.items())).empty_table().to_pandas()
+    return pacsv.read_csv(buffer, read_options=pacsv.ReadOptions(column_names=names),
+                          convert_options=pacsv.ConvertOptions(column_types=types)).to_pandas()

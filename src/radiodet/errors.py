@@ -32,4 +32,4 @@ class ImageError(InputError):
 
 
 class ConfigError(ValueError):
-    """A configuration that is valid JSON-schema-wise but makes no sense."""
+    """A configuration the workflow cannot run with; the message names the key."""

@@ -32,13 +32,13 @@ import pandas as pd
 import pyarrow as pa
 
 from .atomic import write_json
-from .cutouts import field_beam
 from .errors import ConfigError
 from .geometry import covariance_from_ellipse, peak_to_integrated
-from .images import open_image
+from .images import sample_image
+from .manifest import field_beam
 from .schema import read_sources, write_parquet
 
-__all__ = ["FILTER_COLUMNS", "sample_image", "filter_sources"]
+__all__ = ["FILTER_COLUMNS", "filter_sources"]
 
 log = logging.getLogger(__name__)
 
@@ -54,33 +54,6 @@ FILTER_COLUMNS: dict[str, tuple[pa.DataType, str, str]] = {
     "snr": (pa.float64(), "", "the SNR the cut uses (filter.flux)"),
     "keep": (pa.bool_(), "", "snr >= k"),
 }
-
-
-def sample_image(path: str | Path, ra, dec, *, order: int = 1) -> np.ndarray:
-    """Values of the sky plane of FITS ``path`` at (RA, Dec) in degrees.
-
-    ``order=1``: bilinear interpolation between pixel centres (constant
-    beyond the outermost centres); ``order=0``: nearest pixel. Positions
-    outside the image give NaN. Only the pixels needed are read from the
-    memory-mapped file, so an rms map as large as the image costs no memory.
-    """
-    with open_image(path) as image:
-        x, y = image.wcs.world_to_pixel_values(np.asarray(ra, float), np.asarray(dec, float))
-        x, y = np.atleast_1d(x), np.atleast_1d(y)
-        ny, nx = image.shape
-        values = np.full(x.shape, np.nan)
-        inside = np.isfinite(x) & np.isfinite(y) & (x >= -0.5) & (x <= nx - 0.5) & (y >= -0.5) & (y <= ny - 0.5)
-        xs, ys = np.clip(x[inside], 0, nx - 1), np.clip(y[inside], 0, ny - 1)
-        if order == 0:
-            values[inside] = image.values_at(np.round(xs), np.round(ys))
-            return values
-        x0 = np.clip(np.floor(xs), 0, max(nx - 2, 0)).astype(np.intp)
-        y0 = np.clip(np.floor(ys), 0, max(ny - 2, 0)).astype(np.intp)
-        x1, y1 = np.minimum(x0 + 1, nx - 1), np.minimum(y0 + 1, ny - 1)
-        fx, fy = xs - x0, ys - y0
-        values[inside] = ((1 - fx) * (1 - fy) * image.values_at(x0, y0) + fx * (1 - fy) * image.values_at(x1, y0)
-                          + (1 - fx) * fy * image.values_at(x0, y1) + fx * fy * image.values_at(x1, y1))
-    return values
 
 
 def filter_sources(assignments_path: str | Path, sources_path: str | Path, manifest_paths: dict[str, str | Path],

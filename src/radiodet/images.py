@@ -21,7 +21,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from .errors import ImageError
 
-__all__ = ["SkyImage", "open_image", "Beam", "celestial_wcs", "robust_rms", "MAD_TO_SIGMA"]
+__all__ = ["SkyImage", "open_image", "sample_image", "Beam", "celestial_wcs", "robust_rms", "MAD_TO_SIGMA"]
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +229,33 @@ def _open_sky_plane(path: Path, plane, beam) -> Iterator[SkyImage]:
         yield image
     finally:
         hdul.close()
+
+
+def sample_image(path: str | Path, ra, dec, *, order: int = 1) -> np.ndarray:
+    """Values of the sky plane of FITS ``path`` at (RA, Dec) in degrees.
+
+    ``order=1``: bilinear interpolation between pixel centres (constant
+    beyond the outermost centres); ``order=0``: nearest pixel. Positions
+    outside the image give NaN. Only the pixels needed are read from the
+    memory-mapped file, so an rms map as large as the image costs no memory.
+    """
+    with open_image(path) as image:
+        x, y = image.wcs.world_to_pixel_values(np.asarray(ra, float), np.asarray(dec, float))
+        x, y = np.atleast_1d(x), np.atleast_1d(y)
+        ny, nx = image.shape
+        values = np.full(x.shape, np.nan)
+        inside = np.isfinite(x) & np.isfinite(y) & (x >= -0.5) & (x <= nx - 0.5) & (y >= -0.5) & (y <= ny - 0.5)
+        xs, ys = np.clip(x[inside], 0, nx - 1), np.clip(y[inside], 0, ny - 1)
+        if order == 0:
+            values[inside] = image.values_at(np.round(xs), np.round(ys))
+            return values
+        x0 = np.clip(np.floor(xs), 0, max(nx - 2, 0)).astype(np.intp)
+        y0 = np.clip(np.floor(ys), 0, max(ny - 2, 0)).astype(np.intp)
+        x1, y1 = np.minimum(x0 + 1, nx - 1), np.minimum(y0 + 1, ny - 1)
+        fx, fy = xs - x0, ys - y0
+        values[inside] = ((1 - fx) * (1 - fy) * image.values_at(x0, y0) + fx * (1 - fy) * image.values_at(x1, y0)
+                          + (1 - fx) * fy * image.values_at(x0, y1) + fx * fy * image.values_at(x1, y1))
+    return values
 
 
 def robust_rms(values: np.ndarray) -> tuple[float, float]:

@@ -20,7 +20,6 @@ for the same survey take turns.
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 import zlib
@@ -29,18 +28,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import sqlalchemy as sa
-from geoalchemy2 import Geography
 
 from .atomic import write_json
-from .cutouts import field_shape, field_wcs, footprint
-from .db import database, validate_identifier
+from .db import copy_query, copy_rows, database, index_tables, validate_identifier
 from .errors import InputError
 from .geometry import wrap_ra_difference
+from .manifest import field_shape, field_wcs, footprint
 from .schema import read_parquet_metadata, read_sources, write_parquet
 
-__all__ = ["ASSIGNMENT_COLUMNS", "OWNERSHIP_COLUMNS", "tables", "build_index", "load_and_assign", "field_centres"]
+__all__ = ["ASSIGNMENT_COLUMNS", "OWNERSHIP_COLUMNS", "build_index", "load_and_assign", "field_centres"]
 
 log = logging.getLogger(__name__)
 
@@ -58,45 +55,6 @@ ASSIGNMENT_COLUMNS: dict[str, tuple[pa.DataType, str, str]] = {
 }
 
 
-def tables(schema: str) -> tuple[sa.MetaData, dict[str, sa.Table]]:
-    """SQLAlchemy tables ``fields``, ``sources``, ``cutouts``, ``assignments`` in ``schema``."""
-    schema = validate_identifier(schema, "database.schema")
-    meta = sa.MetaData(schema=schema)
-    fields = sa.Table(
-        "fields", meta,
-        sa.Column("survey", sa.Text, primary_key=True),
-        sa.Column("field", sa.Text, primary_key=True),
-        sa.Column("centre", Geography("POINT", srid=4326, spatial_index=False), nullable=False),
-    )
-    sources = sa.Table(
-        "sources", meta,
-        sa.Column("survey", sa.Text, primary_key=True),
-        sa.Column("source_id", sa.BigInteger, primary_key=True),
-        sa.Column("ra", sa.Float(53), nullable=False),
-        sa.Column("dec", sa.Float(53), nullable=False),
-        sa.Column("position", Geography("POINT", srid=4326, spatial_index=True), nullable=False),
-    )
-    cutouts = sa.Table(
-        "cutouts", meta,
-        sa.Column("survey", sa.Text, primary_key=True),
-        sa.Column("cutout_id", sa.Text, primary_key=True),
-        sa.Column("field", sa.Text, nullable=False),
-        sa.Column("split", sa.Text, nullable=False),
-        # outer pixel edges grown by margin_px: what the source join uses
-        sa.Column("footprint", Geography("POLYGON", srid=4326, spatial_index=True), nullable=False),
-        # exact outer pixel edges: where the field has valid data
-        sa.Column("extent", Geography("POLYGON", srid=4326, spatial_index=True), nullable=False),
-        sa.Column("owned", sa.Boolean, nullable=False, server_default=sa.true()),
-    )
-    assignments = sa.Table(
-        "assignments", meta,
-        sa.Column("survey", sa.Text, primary_key=True),
-        sa.Column("source_id", sa.BigInteger, primary_key=True),
-        sa.Column("cutout_id", sa.Text, primary_key=True),
-    )
-    return meta, {"fields": fields, "sources": sources, "cutouts": cutouts, "assignments": assignments}
-
-
 def _lon(ra: np.ndarray) -> np.ndarray:
     """RA in degrees -> geography longitude in [-180, 180)."""
     return wrap_ra_difference(ra)
@@ -104,35 +62,6 @@ def _lon(ra: np.ndarray) -> np.ndarray:
 
 def _wkt_polygon(ra: np.ndarray, dec: np.ndarray) -> str:
     return "POLYGON((" + ", ".join(f"{lo:.10f} {la:.10f}" for lo, la in zip(_lon(ra), dec)) + "))"
-
-
-def _copy(conn: sa.Connection, table: str, columns: list[str], frame: pd.DataFrame) -> None:
-    """COPY ``frame`` into ``table`` (a trusted, already-quoted name) as CSV.
-
-    pyarrow writes the CSV (17 significant digits for floats: positions
-    survive the round trip exactly); values never pass through SQL text.
-    """
-    buffer = io.BytesIO()
-    pacsv.write_csv(pa.Table.from_pandas(frame[columns], preserve_index=False), buffer,
-                    write_options=pacsv.WriteOptions(include_header=False))
-    buffer.seek(0)
-    raw = conn.connection.dbapi_connection
-    with raw.cursor() as cursor:
-        cursor.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)", buffer)
-
-
-def _copy_out(conn: sa.Connection, query: str, types: dict[str, pa.DataType]) -> pd.DataFrame:
-    """Run ``query`` (a trusted statement without parameters) through COPY TO; columns typed by ``types``."""
-    names = list(types)
-    buffer = io.BytesIO()
-    raw = conn.connection.dbapi_connection
-    with raw.cursor() as cursor:
-        cursor.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT csv)", buffer)
-    buffer.seek(0)
-    if not buffer.getbuffer().nbytes:
-        return pa.schema(list(types.items())).empty_table().to_pandas()
-    return pacsv.read_csv(buffer, read_options=pacsv.ReadOptions(column_names=names),
-                          convert_options=pacsv.ConvertOptions(column_types=types)).to_pandas()
 
 
 def _footprints(manifest_paths: list[Path], margin_px: float) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -184,7 +113,7 @@ def load_and_assign(engine: sa.Engine, sources: pd.DataFrame, cutouts: pd.DataFr
     owned cutouts take part in the join. Everything happens in one
     transaction.
     """
-    meta, t = tables(schema)
+    meta, t = index_tables(schema)
     preparer = engine.dialect.identifier_preparer
     q = preparer.quote_identifier(schema)
     lock_key = zlib.crc32(f"radiodet:{schema}:{survey}".encode())
@@ -208,7 +137,7 @@ def load_and_assign(engine: sa.Engine, sources: pd.DataFrame, cutouts: pd.DataFr
         conn.execute(sa.text("SET LOCAL maintenance_work_mem = '256MB'"))
         conn.execute(sa.text("CREATE TEMP TABLE tmp_sources (source_id bigint, ra double precision, "
                              "dec double precision) ON COMMIT DROP"))
-        _copy(conn, "tmp_sources", ["source_id", "ra", "dec"], sources)
+        copy_rows(conn, "tmp_sources", ["source_id", "ra", "dec"], sources)
         # geography longitude in [-180, 180): RA >= 180 becomes RA - 360
         conn.execute(sa.text(
             f"INSERT INTO {q}.sources (survey, source_id, ra, dec, position) "
@@ -217,7 +146,7 @@ def load_and_assign(engine: sa.Engine, sources: pd.DataFrame, cutouts: pd.DataFr
             {"survey": survey})
         conn.execute(sa.text("CREATE TEMP TABLE tmp_cutouts (cutout_id text, field text, split text, wkt text, "
                              "extent_wkt text) ON COMMIT DROP"))
-        _copy(conn, "tmp_cutouts", ["cutout_id", "field", "split", "wkt", "extent_wkt"], cutouts)
+        copy_rows(conn, "tmp_cutouts", ["cutout_id", "field", "split", "wkt", "extent_wkt"], cutouts)
         conn.execute(sa.text(
             f"INSERT INTO {q}.cutouts (survey, cutout_id, field, split, footprint, extent, owned) "
             "SELECT :survey, cutout_id, field, split, ST_GeogFromText('SRID=4326;' || wkt), "
@@ -227,13 +156,13 @@ def load_and_assign(engine: sa.Engine, sources: pd.DataFrame, cutouts: pd.DataFr
         if centres is not None and points is not None and centres["field"].nunique() > 1:
             conn.execute(sa.text("CREATE TEMP TABLE tmp_fields (field text, lon double precision, "
                                  "lat double precision) ON COMMIT DROP"))
-            _copy(conn, "tmp_fields", ["field", "lon", "lat"], centres)
+            copy_rows(conn, "tmp_fields", ["field", "lon", "lat"], centres)
             conn.execute(sa.text(
                 f"INSERT INTO {q}.fields (survey, field, centre) SELECT :survey, field, "
                 "ST_SetSRID(ST_MakePoint(lon, lat), 4326)::geography FROM tmp_fields"), {"survey": survey})
             conn.execute(sa.text("CREATE TEMP TABLE tmp_points (cutout_id text, field text, lon double precision, "
                                  "lat double precision) ON COMMIT DROP"))
-            _copy(conn, "tmp_points", ["cutout_id", "field", "lon", "lat"], points)
+            copy_rows(conn, "tmp_points", ["cutout_id", "field", "lon", "lat"], points)
             t0 = time.monotonic()
             lost = conn.execute(sa.text(
                 f"WITH p AS (SELECT cutout_id, field, ST_SetSRID(ST_MakePoint(lon, lat), 4326)::geography AS g "
@@ -264,7 +193,7 @@ def load_and_assign(engine: sa.Engine, sources: pd.DataFrame, cutouts: pd.DataFr
             f"SELECT a.source_id, a.cutout_id, c.field FROM {q}.assignments AS a "
             f"JOIN {q}.cutouts AS c ON c.survey = a.survey AND c.cutout_id = a.cutout_id "
             "WHERE a.survey = :survey ORDER BY a.cutout_id, a.source_id"), {"survey": survey})
-        assigned = _copy_out(conn, "SELECT * FROM tmp_result",
+        assigned = copy_query(conn, "SELECT * FROM tmp_result",
                              {"source_id": pa.int64(), "cutout_id": pa.string(), "field": pa.string()})
         owned = pd.DataFrame(conn.execute(sa.text(
             f"SELECT cutout_id, field, split, owned FROM {q}.cutouts WHERE survey = :survey ORDER BY cutout_id"),

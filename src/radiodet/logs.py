@@ -40,13 +40,16 @@ def configure(log_file: str | Path | None = None, *, level: int = logging.INFO) 
     old_level = root.level
     root.setLevel(level)
     logging.captureWarnings(True)
-    # Warnings that say nothing to a user of this pipeline: the SDC1 images
-    # carry a BLANK keyword on float data, which FITS ignores anyway.
-    warnings.filterwarnings("ignore", message=".*BLANK.*")
-    warnings.filterwarnings("ignore", message=".*'datfix' made the change.*")
     log = logging.getLogger("radiodet")
     try:
-        yield log
+        # the filters below are undone when the block ends (catch_warnings
+        # restores the caller's), so a test or a notebook keeps its own
+        with warnings.catch_warnings():
+            # Warnings that say nothing to a user of this pipeline: the SDC1 images
+            # carry a BLANK keyword on float data, which FITS ignores anyway.
+            warnings.filterwarnings("ignore", message=".*BLANK.*")
+            warnings.filterwarnings("ignore", message=".*'datfix' made the change.*")
+            yield log
     except BaseException:
         log.exception("stage failed")
         raise

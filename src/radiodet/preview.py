@@ -20,7 +20,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from .atomic import atomic_directory, atomic_path  # noqa: E402
-from .cutouts import read_manifests  # noqa: E402
+from .manifest import read_manifests  # noqa: E402
 
 __all__ = ["choose_cutouts", "draw_cutout", "write_previews", "plot_statistics", "plot_training_loss"]
 

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_path, write_json
+from .catalogues.sdc1 import submission_frame, truth_submission, write_scorer_table
 from .schema import read_sources
-from .sdc1 import submission_frame, truth_submission, write_scorer_table
 from .tiling import PixelBox, SkyBox, region_from_config
 
 __all__ = ["ACCURACY_COLUMNS", "in_regions", "sdc1_score", "score_table", "plot_completeness_precision",
@@ -127,13 +127,23 @@ def write_sdc1_json(result: dict, path: str | Path, **extra) -> None:
 def _region_rows(frames: dict[str, pd.DataFrame], manifests: dict[str, str | Path], regions: list[dict],
                  ra: str = "ra", dec: str = "dec") -> pd.DataFrame:
     """Rows of per-field tables whose position lies in ``regions`` of their field."""
-    from .cutouts import field_shape, field_wcs
+    from .manifest import field_shape, field_wcs
 
     parts = []
     for field, frame in frames.items():
         wcs, shape = field_wcs(manifests[field]), field_shape(manifests[field])
         parts.append(frame[in_regions(frame[ra], frame[dec], regions, wcs, shape)])
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def region_truth(sources_by_field: dict[str, pd.DataFrame], manifests: dict[str, str | Path],
+                 regions: list[dict]) -> pd.DataFrame:
+    """SDC1 truth rows (scorer columns) in ``regions``, one row per source.
+
+    Overlapping fields both list a source of their overlap; the scorer must
+    see it once, in the scored region as in the calibration region.
+    """
+    return truth_submission(_region_rows(sources_by_field, manifests, regions)).drop_duplicates("id")
 
 
 def calibrate_threshold(catalogue: pd.DataFrame, truth: pd.DataFrame, *, freq_mhz: int,
@@ -176,7 +186,7 @@ def score_methods(sources_path: str | Path, manifests: dict[str, str | Path],
         raise ValueError("score.region names a split without regions: nothing to score on")
     sources = read_sources(sources_path)
     by_field = {field: sources for field in manifests}
-    truth = truth_submission(_region_rows(by_field, manifests, regions)).drop_duplicates("id")
+    truth = region_truth(by_field, manifests, regions)
     write_scorer_table(truth, truth_path, header=False)
     log.info("%d truth rows in the evaluation region", len(truth))
     coco = json.loads(Path(coco_metrics_path).read_text()) if coco_metrics_path else {}
@@ -185,9 +195,7 @@ def score_methods(sources_path: str | Path, manifests: dict[str, str | Path],
         frames = {field: pd.read_parquet(path) for field, path in files.items()}
         extra = {}
         if all("score" in frame for frame in frames.values()) and calibration_regions:
-            # one row per source, as for the scored region (overlapping fields list a source twice)
-            calibration_truth = truth_submission(_region_rows(by_field, manifests, calibration_regions)
-                                                 ).drop_duplicates("id")
+            calibration_truth = region_truth(by_field, manifests, calibration_regions)
             threshold, trials = calibrate_threshold(_region_rows(frames, manifests, calibration_regions),
                                                     calibration_truth, freq_mhz=freq_mhz)
             log.info("%s: score threshold %.2f chosen on the calibration region (%d truth rows)", method, threshold,

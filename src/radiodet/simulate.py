@@ -13,7 +13,7 @@ here, in the format of the MGCLS "enhanced" products:
 * point sources and extended elliptical Gaussian sources, their fluxes drawn
   from a power law, their sky shapes convolved with the beam through the WCS;
 * a compact-source catalogue (FITS table) with the MGCLS-style columns read
-  by :func:`radiodet.catalogues.read_mgcls` (Source_ID, RA_deg, Dec_deg,
+  by :func:`radiodet.catalogues.mgcls.read_mgcls` (Source_ID, RA_deg, Dec_deg,
   Stot_mJy, Speak_mJy, smax_asec, smin_asec, spa_deg, rms_mJy, Class,
   Field), plus a Parquet truth table with the 0-based pixel position of
   every source in its field (what tests compare against).

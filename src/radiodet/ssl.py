@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .cutouts import field_wcs, read_manifests
+from .manifest import field_wcs, read_manifests
 from .schema import read_sources, write_parquet
 from .tiling import PixelBox
 

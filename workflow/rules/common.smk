@@ -16,13 +16,16 @@ _SRC = str(Path(workflow.basedir) / "src")
 if _SRC not in sys.path:
     sys.path.insert(0, _SRC)
 
-from radiodet.surveys import with_survey_defaults  # noqa: E402
+from radiodet.catalogues import with_survey_defaults  # noqa: E402
+from radiodet.configuration import validate_config  # noqa: E402
 
-# The survey adapter fills what the config leaves out, then the schema checks it.
+# The survey adapter fills what the config leaves out, then the schema (with
+# the registered adapters and formats as its enums) fills its defaults and
+# checks it.
 _merged = with_survey_defaults(config)
 config.clear()
 config.update(_merged)
-validate(config, schema="../schemas/config.schema.yaml")
+validate_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
 
 from radiodet.db import connection_url  # noqa: E402
 

@@ -29,6 +29,8 @@ rule ingest:
         report=f"{RESULTS}/catalogue/ingest.json",
     params:
         format=config["catalogue"]["format"],
+        # the column map of the generic `table` format (None for the others)
+        options=config["catalogue"].get("table"),
         class_ids=sorted(CLASSES),
     log:
         f"{RESULTS}/logs/ingest.log",

@@ -26,11 +26,24 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
-__all__ = ["main", "tree_rss_bytes"]
+__all__ = ["main", "tree_memory_bytes"]
 
 
-def tree_rss_bytes(pid: int) -> int:
-    """Resident memory of a process and all its descendants (Linux /proc), in bytes."""
+def _pss_bytes(pid: int) -> int:
+    """Proportional set size: resident pages, shared ones divided among their sharers."""
+    for line in (Path("/proc") / str(pid) / "smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def tree_memory_bytes(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) of a process and all its descendants (Linux /proc), in bytes.
+
+    The RSS sum counts pages shared between the prediction and its forked
+    DataLoader workers (the Python and torch libraries) once per process;
+    the PSS sum counts each page once, as a SLURM memory cgroup does.
+    """
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -40,16 +53,18 @@ def tree_rss_bytes(pid: int) -> int:
         except OSError:
             continue
         children.setdefault(int(fields[1]), []).append(int(entry.name))
-    total, todo = 0, [pid]
+    rss = pss = 0
+    todo = [pid]
     page = os.sysconf("SC_PAGE_SIZE")
     while todo:
         current = todo.pop()
         try:
-            total += int((Path("/proc") / str(current) / "statm").read_text().split()[1]) * page
+            rss += int((Path("/proc") / str(current) / "statm").read_text().split()[1]) * page
+            pss += _pss_bytes(current)
         except OSError:
             pass
         todo.extend(children.get(current, []))
-    return total
+    return rss, pss
 
 
 def main(argv=None) -> dict:
@@ -81,11 +96,12 @@ def main(argv=None) -> dict:
     print(f"== predicting over {info['side']}^2 px ({info['sources']:,} true sources) with {model} ...", flush=True)
     started = time.monotonic()
     child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peak = 0
+    peak = peak_pss = 0
     log_lines = []
     os.set_blocking(child.stdout.fileno(), False)
     while child.poll() is None:
-        peak = max(peak, tree_rss_bytes(child.pid))
+        rss, pss = tree_memory_bytes(child.pid)
+        peak, peak_pss = max(peak, rss), max(peak_pss, pss)
         line = child.stdout.readline()
         while line:
             log_lines.append(line)
@@ -102,7 +118,8 @@ def main(argv=None) -> dict:
     megapixels = summary["megapixels"]
     result = {"scale": str(scale), "side": info["side"], "true_sources": info["sources"], "model": str(model),
               "device": summary["device"], "threads": args.threads, "wall_seconds": round(wall, 1),
-              "peak_rss_GiB": round(peak / 2**30, 3), "megapixels": round(megapixels, 1),
+              "peak_rss_GiB": round(peak / 2**30, 3), "peak_pss_GiB": round(peak_pss / 2**30, 3),
+              "megapixels": round(megapixels, 1),
               "megapixels_per_second": round(megapixels / wall, 3),
               "detect_seconds": summary["detect_seconds"],
               "detect_megapixels_per_second": summary["detect_megapixels_per_second"],
@@ -111,12 +128,13 @@ def main(argv=None) -> dict:
               "predict_settings": json.loads(args.config_json)}
     print(f"field                    {info['side']}^2 px = {megapixels:,.0f} MP, {info['sources']:,} true sources")
     print(f"wall time                {wall:,.1f} s ({wall / 60:.1f} min) on {summary['device']}, {args.threads} threads")
-    print(f"peak memory (RSS)        {peak / 2**30:.2f} GiB (the prediction and its workers)")
+    print(f"peak memory              PSS {peak_pss / 2**30:.2f} GiB (each page once, as a SLURM cgroup counts); "
+          f"RSS {peak / 2**30:.2f} GiB (shared pages once per process); the prediction and its workers")
     print(f"throughput               {megapixels / wall:.3f} MP/s overall; detection {summary['detect_seconds']:,.1f} s"
           f" ({summary['detect_megapixels_per_second']:.3f} MP/s)")
     print(f"measurement              {summary['detections']:,} detections in {summary['measure_seconds']:,.1f} s "
           f"({summary['sources_measured_per_second']:,.0f} sources/s)")
-    target = "met" if wall <= 3600 and peak < 4 * 2**30 else "MISSED"
+    target = "met" if wall <= 3600 and peak_pss < 4 * 2**30 else "MISSED"
     if scale == 1:
         print(f"target (<= 60 min, < 4 GiB on 2 CPU cores): {target}")
     path = Path(args.workdir) / "bench_detector.json"

@@ -92,7 +92,11 @@ def coco_map(ground_truth_json: str | Path, detections: list[dict]) -> dict:
 
 
 def _beam_pixel_cov(fits_path: Path) -> np.ndarray:
-    from ..geometry import covariance_from_ellipse, pixel_jacobian, sky_to_pixel_covariance
+    from ..geometry import (
+        covariance_from_ellipse,
+        pixel_jacobian,
+        sky_to_pixel_covariance,
+    )
     from ..images import Beam, open_image
 
     with open_image(fits_path) as image:

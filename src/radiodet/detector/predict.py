@@ -29,6 +29,7 @@ Nothing here imports training or scoring code.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field, fields
@@ -41,7 +42,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.ops import batched_nms
 
 from ..atomic import write_json
-from ..filtering import sample_image
+from ..catalogues.sdc1 import write_submission
 from ..geometry import (
     covariance_from_ellipse,
     deconvolve,
@@ -51,10 +52,9 @@ from ..geometry import (
     pixel_jacobian,
     sky_to_pixel_covariance,
 )
-from ..images import open_image, robust_rms
+from ..images import open_image, robust_rms, sample_image
 from ..logs import Progress
 from ..schema import SOURCE_COLUMNS, write_parquet
-from ..sdc1 import write_submission
 from ..tiling import axis_starts
 from ..views import ViewConfig, field_interval, scale
 from .distributed import choose_device
@@ -148,9 +148,14 @@ class _Bands(Dataset):
                 tiles[i, 0, :part.shape[0], :part.shape[1]] = scale(part, vmin, vmax, views)
         return torch.from_numpy(tiles), torch.from_numpy(rms), torch.from_numpy(background), index
 
-    def __del__(self):
+    def close(self) -> None:
+        """Close the image (this process's handle; workers close theirs when they exit)."""
         if self._context is not None:
             self._context.__exit__(None, None, None)
+            self._context = self._image = None
+
+    def __del__(self):
+        self.close()
 
 
 def detect_field(model, kind, image_path: str | Path, *, config: PredictConfig, device: torch.device, plane=None,
@@ -175,7 +180,7 @@ def detect_field(model, kind, image_path: str | Path, *, config: PredictConfig, 
     multiple = getattr(model, "stride_multiple", 1)
     frames = []
     progress = Progress(f"detection in {image_path.name}", len(xs) * len(ys), unit="tiles")
-    with torch.inference_mode():
+    with torch.inference_mode(), contextlib.closing(bands):
         for tiles, rms, background, index in loader:
             y0 = ys[int(index)]
             for start in range(0, len(xs), config.batch_size):

@@ -51,7 +51,14 @@ from .checkpoints import (
     save_checkpoint,
 )
 from .data import EpochSampler, read_coco
-from .distributed import barrier, choose_device, init_distributed, is_main, seed_everything, shutdown
+from .distributed import (
+    barrier,
+    choose_device,
+    init_distributed,
+    is_main,
+    seed_everything,
+    shutdown,
+)
 from .engine import train_one_epoch, validation_loss
 from .models import build_from_settings, kind_module
 
