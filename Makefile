@@ -66,9 +66,11 @@ test: setup slurm
 	RADIODET_REQUIRE_SLURM=$$( [ "$$(id -u)" = 0 ] && command -v slurmctld >/dev/null && echo 1 || echo 0) \
 	$(BIN)/python -m pytest
 
-CONFIGS := config/config.yaml config/sdc1-cpu.yaml config/sdc1-faster-rcnn.yaml config/sdc1.yaml config/sdc1-gpu.yaml config/lotss.yaml config/mgcls.yaml config/mirabest.yaml
+CONFIGS := config/config.yaml config/sdc1-cpu.yaml config/sdc1-faster-rcnn.yaml config/sdc1.yaml config/sdc1-gpu.yaml config/lotss.yaml config/mgcls.yaml config/mirabest.yaml config/hipass.yaml
 
 lint: $(STAMP)
+	$(BIN)/ruff check src tests workflow/scripts
+	$(BIN)/snakefmt --check Snakefile workflow/rules
 	for c in $(CONFIGS); do $(BIN)/snakemake --lint --configfile $$c || exit 1; done
 
 dryrun: $(STAMP)

@@ -39,6 +39,6 @@ include: "workflow/rules/datasets.smk"
 
 
 rule all:
+    default_target: True
     input:
         get_final_targets(),
-    default_target: True

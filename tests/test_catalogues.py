@@ -21,7 +21,8 @@ from radiodet.ingest import ingest
 from radiodet.schema import SOURCE_COLUMNS, read_parquet_metadata, read_units
 
 CLASSES = {1, 2, 3}
-TRUTH_LINE = "31689603 -0.40618432 -29.59313011 -0.40642133 -29.59476662 2.0448e-07 0.00071948 30.05 23.47 100.947 1 1\n"
+TRUTH_LINE = ("31689603 -0.40618432 -29.59313011 -0.40642133 -29.59476662 2.0448e-07 0.00071948 "
+              "30.05 23.47 100.947 1 1\n")
 
 
 def test_truth_catalogue_reads_all_rows_with_ra_folded_into_0_360():

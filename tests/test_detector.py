@@ -330,7 +330,8 @@ def test_checkpoints_holding_pickled_objects_are_refused(tmp_path):
 def test_two_process_ddp_on_cpu(tmp_path):
     train_json = make_fits_coco(tmp_path, n_images=8)
     settings = {"model": {"kind": "faster_rcnn", "faster_rcnn": {
-        "backbone": "resnet18", "norm": "group", "min_size": 64, "max_size": 64, "normalise": {"mean": "auto", "std": "auto"},
+        "backbone": "resnet18", "norm": "group", "min_size": 64, "max_size": 64,
+        "normalise": {"mean": "auto", "std": "auto"},
         "anchors": "auto", "detections_per_image": 100, "score_threshold": 0.05, "nms_threshold": 0.5}},
         "train": {"epochs": 2, "batch_size": 2, "lr": 0.01, "warmup_steps": 2, "workers": 0}}
     run_train(train_json, tmp_path / "ddp", settings, nproc=2, debug_dir=tmp_path / "debug")

@@ -78,7 +78,8 @@ def test_integrated_snr_of_a_resolved_source_exceeds_its_peak_snr(tmp_path):
                  config=CutoutConfig(size=100))
     # a 3" x 1.5" source with 1.5" beam: peak / integrated = 1.5^2 / (sqrt(3^2+1.5^2) * sqrt(1.5^2+1.5^2))
     _source_table(header, [(1, 50, 50, 20 * NOISE, 3.0, 1.5, 45.0)]).to_parquet(tmp_path / "src.parquet")
-    pd.DataFrame({"source_id": [1], "cutout_id": ["r_x00000_y00000"], "field": ["r"]}).to_parquet(tmp_path / "p.parquet")
+    pairs = pd.DataFrame({"source_id": [1], "cutout_id": ["r_x00000_y00000"], "field": ["r"]})
+    pairs.to_parquet(tmp_path / "p.parquet")
     filter_sources(tmp_path / "p.parquet", tmp_path / "src.parquet", {"r": tmp_path / "m.parquet"},
                    tmp_path / "o.parquet", tmp_path / "o.json", k=3.0, flux="integrated")
     row = pd.read_parquet(tmp_path / "o.parquet").iloc[0]

@@ -82,7 +82,8 @@ def test_the_workflow_runs_through_slurm_and_matches_a_local_run(slurm, postgis_
         b = json.loads((cluster / RESULTS / "coco" / f"instances_{split}.json").read_text())
         assert a == b, split
     for table in ("boxes/boxes.parquet", "index/assignments.parquet", "filter/snr.parquet"):
-        pd.testing.assert_frame_equal(pd.read_parquet(local / RESULTS / table), pd.read_parquet(cluster / RESULTS / table))
+        pd.testing.assert_frame_equal(pd.read_parquet(local / RESULTS / table),
+                                      pd.read_parquet(cluster / RESULTS / table))
     assert (json.loads((local / RESULTS / "crosscheck" / "crosscheck.json").read_text())
             == json.loads((cluster / RESULTS / "crosscheck" / "crosscheck.json").read_text()))
     for workdir in (local, cluster):

@@ -124,7 +124,7 @@ def test_reindexing_gives_the_same_assignments(demo_run):
 def test_dry_runs_and_lint_for_both_configs(tmp_path):
     for configfile in ("config/config.yaml", "config/sdc1-cpu.yaml", "config/sdc1-faster-rcnn.yaml",
                        "config/sdc1.yaml", "config/sdc1-gpu.yaml", "config/lotss.yaml", "config/mgcls.yaml",
-                       "config/mirabest.yaml"):
+                       "config/mirabest.yaml", "config/hipass.yaml"):
         done = subprocess.run(SNAKEMAKE + ["--directory", str(REPO), "-n", "--configfile", configfile, "--quiet",
                                            "rules"], capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]

@@ -272,7 +272,8 @@ def _print_growth(report) -> None:
     area = float(Fraction(scales[-1]) / Fraction(scales[0]))
     for stage in STAGES:
         times = [report["scales"][s]["run"]["stages"][stage]["seconds"] for s in scales]
-        print(f"{stage:<9} " + " ".join(f"{t:>9.1f}" for t in times) + f"  {times[-1] / max(times[0], 1e-9) / area:>8.2f}")
+        growth = times[-1] / max(times[0], 1e-9) / area
+        print(f"{stage:<9} " + " ".join(f"{t:>9.1f}" for t in times) + f"  {growth:>8.2f}")
 
 
 

@@ -125,7 +125,32 @@ def clip_boxes(cx, cy, hx, hy, width, height):
 def make_boxes(filtered_path: str | Path, sources_path: str | Path, manifest_paths: dict[str, str | Path],
                output: str | Path, summary_path: str | Path, *, extent: str = "sigma", scale: float = 2.5,
                min_visible_fraction: float = 0.5) -> dict:
-    """Boxes for the kept pairs of ``filtered_path``; writes Parquet + summary."""
+    """Boxes for the kept pairs of ``filtered_path``; writes Parquet + summary.
+
+    Parameters
+    ----------
+    filtered_path, sources_path : str or Path
+        The filter stage's pairs and the ingested catalogue.
+    manifest_paths : dict
+        {field: manifest} (the field's WCS and beam; cutout origins).
+    output, summary_path : str or Path
+        Boxes (Parquet: centre ``x, y`` in 0-based cutout pixels, pixel
+        centres at integers; ``bbox_*`` in COCO's pixel-edge convention, so
+        a box centred on a source at x is centred on x + 0.5) and a JSON summary.
+    extent : {"sigma", "fwhm"}
+        Unit of ``scale``: the box covers ``scale`` sigma (or FWHM / 2) of the
+        beam-convolved Gaussian along each axis.
+    scale : float
+        Half-size of the box in units of ``extent``.
+    min_visible_fraction : float
+        Boxes clipped by the cutout edge to less than this fraction of their
+        area are dropped (and counted).
+
+    Returns
+    -------
+    dict
+        The summary written to ``summary_path``.
+    """
     n_sigma = n_sigma_for(extent, scale)
     if not 0 < min_visible_fraction <= 1:
         raise ConfigError(f"boxes.min_visible_fraction must be in (0, 1], got {min_visible_fraction}")

@@ -155,7 +155,8 @@ def build_classification_dataset(sources_path: str | Path, fields: pd.DataFrame,
         np.save(tmp / "images.npy", images)
         metadata.to_parquet(tmp / "metadata.parquet", index=False)
         summary = {"sources": int(len(metadata)), "skipped_outside_fields": outside,
-                   "per_label": {classes[int(k)]: int(v) for k, v in metadata["label"].value_counts().sort_index().items()},
+                   "per_label": {classes[int(k)]: int(v)
+                                 for k, v in metadata["label"].value_counts().sort_index().items()},
                    "shape": list(images.shape), "dtype": "uint8", "recipe": vars(config)}
         write_json(tmp / "summary.json", summary)
     log.info("classification dataset: %d stamps %s, per label %s", len(metadata), images.shape[1:],

@@ -85,6 +85,7 @@ def crosscheck(reference_path: str | Path, fmt: str, boxes_path: str | Path, man
     ref = ref[in_image].reset_index(drop=True)
     cover = box_coverage(ref, boxes, manifest_paths)
     inside = cover["inside_box"].to_numpy()
+    distances = cover.loc[inside, "distance_px"].to_numpy()
     # sources inside a written cutout (crops with NaN, or outside every split
     # region, or where another field owns the sky, are not cut out)
     in_cutout = np.zeros(len(ref), dtype=bool)
@@ -98,8 +99,8 @@ def crosscheck(reference_path: str | Path, fmt: str, boxes_path: str | Path, man
         "fraction_inside": float(inside.mean()) if len(cover) else None,
         "reference_sources_in_a_cutout": int(in_cutout.sum()),
         "fraction_inside_of_those_in_a_cutout": float(inside[in_cutout].mean()) if in_cutout.any() else None,
-        "median_distance_to_box_centre_px": float(np.median(cover.loc[inside, "distance_px"])) if inside.any() else None,
-        "p90_distance_to_box_centre_px": float(np.percentile(cover.loc[inside, "distance_px"], 90)) if inside.any() else None,
+        "median_distance_to_box_centre_px": float(np.median(distances)) if len(distances) else None,
+        "p90_distance_to_box_centre_px": float(np.percentile(distances, 90)) if len(distances) else None,
         "outside": cover.loc[~inside, ["source_id", "ra", "dec"]].to_dict(orient="records"),
     }
     write_json(output, result)

@@ -127,10 +127,34 @@ def make_cutouts(image_path: str | Path, out_dir: str | Path, manifest_path: str
                  beam: Beam | None = None) -> pd.DataFrame:
     """Cut ``image_path`` into FITS files under ``out_dir``; write the manifest.
 
-    All outputs appear atomically: the cutout directory is renamed into place
-    after its last file is complete, then the sample and the manifest.
+    Parameters
+    ----------
+    image_path : str or Path
+        The field's FITS image (2-D, or a cube with ``plane`` choosing the sky plane).
+    out_dir : str or Path
+        Directory of the cutout FITS files (``<field>_x<x0>_y<y0>.fits``).
+    manifest_path, sample_path : str or Path
+        The manifest (Parquet, :data:`radiodet.manifest.MANIFEST_COLUMNS`) and
+        the regular pixel subsample (NPY) for the field-wide view scaling.
+    field : str
+        The field's name (field table).
+    config : CutoutConfig
+        Cutout size and minimum overlap (pixels), NaN limit, layout.
+    regions : dict, optional
+        Split name -> regions (pixel boxes 0-based, max exclusive, or sky
+        boxes in degrees); a cutout goes to the split whose regions hold it
+        whole, and is not written when it straddles two.
+    plane : tuple of int, optional
+        Indices of the non-celestial axes (e.g. frequency, Stokes) of a cube.
+    beam : Beam, optional
+        Restoring beam (FWHM arcsec, PA deg) where the header has none.
 
-    Returns the manifest DataFrame.
+    Returns
+    -------
+    pandas.DataFrame
+        The manifest. All outputs appear atomically: the cutout directory is
+        renamed into place after its last file is complete, then the sample
+        and the manifest.
     """
     out_dir = Path(out_dir)
     manifest_path = Path(manifest_path)

@@ -228,7 +228,8 @@ def private_server(root: str | Path, *, postgres_bin: str | None = None) -> Iter
 
 
 @contextlib.contextmanager
-def database(config_url: str | None, *, private_dir: str | Path, postgres_bin: str | None = None) -> Iterator[sa.Engine]:
+def database(config_url: str | None, *, private_dir: str | Path,
+             postgres_bin: str | None = None) -> Iterator[sa.Engine]:
     """An engine from config / environment, or from a private server."""
     url = connection_url(config_url)
     if url is not None:

@@ -62,7 +62,28 @@ def filter_sources(assignments_path: str | Path, sources_path: str | Path, manif
                    primary_beams: dict[str, str | Path] | None = None) -> dict:
     """Compute SNR for every (source, cutout) pair and apply the k x rms cut.
 
-    ``manifest_paths``, ``rms_maps`` and ``primary_beams`` are keyed by field.
+    Parameters
+    ----------
+    assignments_path, sources_path : str or Path
+        The index stage's pairs and the ingested catalogue.
+    manifest_paths : dict
+        {field: manifest} (the field's WCS, beam and cutout noise).
+    output, summary_path : str or Path
+        Every pair with its rms (image unit, Jy/beam), primary-beam response,
+        SNRs and keep flag (Parquet, :data:`FILTER_COLUMNS`), and a JSON summary.
+    k : float
+        Keep pairs with ``snr >= k``.
+    flux : {"peak", "integrated"}
+        Which SNR the cut uses: ``pb x peak / rms`` or ``pb x flux / rms``.
+    noise : {"mad", "map", "catalogue", "auto"}
+        Where the rms comes from (see the module docstring).
+    rms_maps, primary_beams : dict, optional
+        {field: FITS path}.
+
+    Returns
+    -------
+    dict
+        The summary written to ``summary_path`` (pairs, kept, noise source).
     """
     if flux not in ("peak", "integrated"):
         raise ConfigError(f"filter.flux must be 'peak' or 'integrated', got {flux!r}")

@@ -200,7 +200,8 @@ def _open_sky_plane(path: Path, plane, beam) -> Iterator[SkyImage]:
                 raise ImageError(path, f"celestial axes must be NAXIS1/NAXIS2, found axes {[a + 1 for a in cel_axes]}")
         nx, ny = int(header["NAXIS1"]), int(header["NAXIS2"])
         info = hdu.fileinfo() or {}
-        expected = int(info.get("datLoc", 0)) + int(np.prod([int(header[f"NAXIS{i}"]) for i in range(1, header["NAXIS"] + 1)])) * abs(int(header["BITPIX"])) // 8
+        n_values = int(np.prod([int(header[f"NAXIS{i}"]) for i in range(1, header["NAXIS"] + 1)]))
+        expected = int(info.get("datLoc", 0)) + n_values * abs(int(header["BITPIX"])) // 8
         size = path.stat().st_size
         if expected > size:
             raise ImageError(path, f"truncated FITS file: the header promises {expected} bytes, the file has {size}")

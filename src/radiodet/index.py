@@ -208,10 +208,37 @@ def build_index(sources_path: str | Path, manifest_paths: list[str | Path],
                 centres: dict[str, tuple[float, float] | None] | None = None, allow_empty: bool = False) -> dict:
     """Index a survey; write the assignments, the cutout ownership and a JSON summary.
 
-    ``centres``: optional {field: (RA, Dec)} of the pointing/mosaic centres
-    (else the image centres). When no source falls in any cutout (image and
-    catalogue do not overlap) this is an error naming both, unless
-    ``allow_empty``: then the outputs are written, empty, with a warning.
+    Parameters
+    ----------
+    sources_path : str or Path
+        The ingested catalogue (RA, Dec in degrees).
+    manifest_paths : list of str or Path
+        Every field's cutout manifest.
+    output, summary_path : str or Path
+        Assignments (Parquet, one row per (source, cutout) pair) and the
+        JSON summary (counts, seconds).
+    survey : str
+        Key of this survey's rows in the database tables.
+    database_url : str or None
+        A PostGIS server; None starts a private one under ``private_dir``.
+    margin_px : float
+        Cutout footprints are grown by this many pixels before the join, so a
+        source on a cutout's edge is assigned to it.
+    cutouts_output : str or Path, optional
+        Cutout ownership (Parquet): which field owns each cutout where
+        mosaics overlap (the nearest field centre).
+    centres : dict, optional
+        {field: (RA, Dec)} of the pointing/mosaic centres in degrees (else
+        the image centres).
+    allow_empty : bool
+        When no source falls in any cutout (image and catalogue do not
+        overlap) this is an error naming both, unless ``allow_empty``: then
+        the outputs are written, empty, with a warning.
+
+    Returns
+    -------
+    dict
+        The summary written to ``summary_path``.
     """
     validate_identifier(schema, "database.schema")
     manifest_paths = [Path(p) for p in manifest_paths]

@@ -109,13 +109,13 @@ def plot_statistics(boxes_path: str | Path, filtered_path: str | Path, path: str
     axes[0].set(xscale="log", yscale="log", xlabel="SNR", ylabel="pairs", title="Signal-to-noise")
     axes[0].legend(fontsize=8)
     size = np.maximum(boxes["bbox_w"], boxes["bbox_h"])
-    axes[1].hist(size, bins=np.logspace(np.log10(max(size.min(), 0.5)), np.log10(size.max() + 1), 50) if len(boxes) else 10,
-                 color="C1")
+    size_bins = np.logspace(np.log10(max(size.min(), 0.5)), np.log10(size.max() + 1), 50) if len(boxes) else 10
+    axes[1].hist(size, bins=size_bins, color="C1")
     axes[1].set(xscale="log", yscale="log", xlabel="box size max(w, h) [pixel]", ylabel="boxes",
                 title=f"Box sizes (median {np.median(size) if len(boxes) else float('nan'):.2f} px)")
     table = boxes.groupby(["split", "class_id"]).size().unstack(fill_value=0) if len(boxes) else pd.DataFrame()
     bottom = np.zeros(len(table))
-    for i, class_id in enumerate(table.columns):
+    for class_id in table.columns:
         axes[2].bar(table.index, table[class_id], bottom=bottom, label=classes.get(int(class_id), str(class_id)),
                     color=_COLOURS[(int(class_id) - 1) % len(_COLOURS)])
         bottom += table[class_id].to_numpy()

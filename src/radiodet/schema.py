@@ -94,7 +94,8 @@ def write_parquet(df: pd.DataFrame, path: str | Path, *, columns: dict[str, tupl
         else:
             inferred = pa.Schema.from_pandas(df[[name]], preserve_index=False).field(name)
             fields.append(inferred)
-    schema = pa.schema(fields, metadata={"radiodet": json.dumps({"schema_version": SCHEMA_VERSION, **(metadata or {})})})
+    stamp = json.dumps({"schema_version": SCHEMA_VERSION, **(metadata or {})})
+    schema = pa.schema(fields, metadata={"radiodet": stamp})
     table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")

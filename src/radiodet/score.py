@@ -92,7 +92,8 @@ def plot_completeness_precision(truth: pd.DataFrame, results: dict[str, dict], p
 
     fluxes = truth["flux"].to_numpy(float)
     positive = fluxes[fluxes > 0]
-    bins = np.logspace(np.log10(positive.min()), np.log10(positive.max()), 25) if positive.size else np.logspace(-7, -2, 25)
+    bins = (np.logspace(np.log10(positive.min()), np.log10(positive.max()), 25) if positive.size
+            else np.logspace(-7, -2, 25))
     centres = np.sqrt(bins[:-1] * bins[1:])
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), dpi=100)
     all_truth, _ = np.histogram(fluxes, bins)
@@ -146,8 +147,12 @@ def region_truth(sources_by_field: dict[str, pd.DataFrame], manifests: dict[str,
     return truth_submission(_region_rows(sources_by_field, manifests, regions)).drop_duplicates("id")
 
 
+#: the detector score thresholds tried on the calibration region
+THRESHOLD_GRID = np.round(np.arange(0.02, 0.97, 0.02), 2)
+
+
 def calibrate_threshold(catalogue: pd.DataFrame, truth: pd.DataFrame, *, freq_mhz: int,
-                        thresholds=np.round(np.arange(0.02, 0.97, 0.02), 2)) -> tuple[float, list[dict]]:
+                        thresholds=THRESHOLD_GRID) -> tuple[float, list[dict]]:
     """The detector score threshold that maximises the SDC1 score on ``truth``'s region.
 
     A detection adds its match's mean accuracy when it matches and costs 1
@@ -168,7 +173,8 @@ def calibrate_threshold(catalogue: pd.DataFrame, truth: pd.DataFrame, *, freq_mh
 def score_methods(sources_path: str | Path, manifests: dict[str, str | Path],
                   catalogues: dict[str, dict[str, str | Path]], coco_metrics_path: str | Path | None, *,
                   regions: list[dict], freq_mhz: int, table: str | Path, plot: str | Path, truth_path: str | Path,
-                  method_json: dict[str, str | Path], calibration_regions: list[dict] | None = None) -> pd.DataFrame:
+                  method_json: dict[str, str | Path], submissions: dict[str, str | Path],
+                  calibration_regions: list[dict] | None = None) -> pd.DataFrame:
     """Score every method's catalogues against the truth rows of ``regions``.
 
     ``catalogues``: method -> field -> Parquet catalogue (schema columns; the
@@ -176,8 +182,8 @@ def score_methods(sources_path: str | Path, manifests: dict[str, str | Path],
     its score threshold chosen on ``calibration_regions`` (the val split:
     never the test region) before it is scored. Writes the table, the plot,
     one JSON per method, the truth rows used (``truth_path``, the truth
-    catalogue's format) and, next to each method JSON, the exact submission
-    given to the scorer (``submission_<method>.txt``), so that
+    catalogue's format) and, per method, the exact submission given to the
+    scorer (``submissions[method]``), so that
     ``Sdc1Scorer.from_txt(submission, truth_path, freq)`` reproduces the figures.
     """
     import json
@@ -203,7 +209,7 @@ def score_methods(sources_path: str | Path, manifests: dict[str, str | Path],
             frames = {field: frame[frame["score"] >= threshold] for field, frame in frames.items()}
             extra = {"score_threshold": threshold, "calibration": trials}
         sub = submission_frame(_region_rows(frames, manifests, regions))
-        write_scorer_table(sub, Path(method_json[method]).with_name(f"submission_{method}.txt"))
+        write_scorer_table(sub, submissions[method])
         result = sdc1_score(sub, truth, freq_mhz=freq_mhz)
         result["method"] = method
         result["score_threshold"] = extra.get("score_threshold")

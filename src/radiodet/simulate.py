@@ -121,7 +121,8 @@ def simulate_field(image_path: str | Path, rms_path: str | Path, *, name: str, r
     cube = np.empty((1, config.planes, size, size), dtype=np.float32)
     for plane in range(config.planes):
         scale = 1.0 if plane == 0 else (0.9 + 0.1 * plane) ** -0.7
-        extra = 0.0 if plane == 0 else rng.normal(0.0, 1.0, (size, size)) * np.nan_to_num(sigma) * np.sqrt(config.planes)
+        extra = (0.0 if plane == 0
+                 else rng.normal(0.0, 1.0, (size, size)) * np.nan_to_num(sigma) * np.sqrt(config.planes))
         cube[0, plane] = np.where(valid, image * scale + (noise if plane == 0 else extra), np.nan)
     header = wcs.to_header()
     header["CTYPE3"], header["CRVAL3"], header["CRPIX3"], header["CDELT3"], header["CUNIT3"] = (
@@ -148,7 +149,8 @@ def simulate_field(image_path: str | Path, rms_path: str | Path, *, name: str, r
 
 
 def simulate_fields(fields: list[dict], config: SimulationConfig, images: dict[str, str | Path],
-                    rms_maps: dict[str, str | Path], catalogue_path: str | Path, truth_path: str | Path) -> pd.DataFrame:
+                    rms_maps: dict[str, str | Path], catalogue_path: str | Path,
+                    truth_path: str | Path) -> pd.DataFrame:
     """Simulate every field and write the joint catalogue (FITS) and truth (Parquet)."""
     tables = []
     for index, spec in enumerate(fields):

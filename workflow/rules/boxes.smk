@@ -4,20 +4,20 @@
 rule boxes:
     """Bounding box of every kept (source, cutout) pair, clipped to the cutout."""
     input:
-        snr=f"{RESULTS}/filter/snr.parquet",
-        sources=f"{RESULTS}/catalogue/sources.parquet",
+        snr=rules.filter.output.snr,
+        sources=rules.ingest.output.sources,
         manifests=get_manifests,
     output:
         boxes=f"{RESULTS}/boxes/boxes.parquet",
         summary=f"{RESULTS}/boxes/boxes.json",
-    params:
-        fields=FIELD_NAMES,
-        boxes=config["boxes"],
     log:
         f"{RESULTS}/logs/boxes.log",
     benchmark:
         f"{RESULTS}/benchmarks/boxes.tsv"
     conda:
         "../envs/dataset.yaml"
+    params:
+        fields=FIELD_NAMES,
+        boxes=config["boxes"],
     script:
         "../scripts/boxes.py"

@@ -4,24 +4,24 @@
 rule coco:
     """instances_{train,val,test}.json and images/<split>/*.png."""
     input:
-        boxes=f"{RESULTS}/boxes/boxes.parquet",
+        boxes=rules.boxes.output.boxes,
         manifests=get_manifests,
-        ownership=f"{RESULTS}/index/cutouts.parquet",
+        ownership=rules.index.output.cutouts,
         views=get_views,
     output:
         coco=directory(f"{RESULTS}/coco"),
         summary=f"{RESULTS}/coco_summary.json",
-    params:
-        fields=FIELD_NAMES,
-        survey=SURVEY,
-        classes=CLASSES,
-        boxes=config["boxes"],
-        coco=config["coco"],
     log:
         f"{RESULTS}/logs/coco.log",
     benchmark:
         f"{RESULTS}/benchmarks/coco.tsv"
     conda:
         "../envs/dataset.yaml"
+    params:
+        fields=FIELD_NAMES,
+        survey=SURVEY,
+        classes=CLASSES,
+        boxes=config["boxes"],
+        coco=config["coco"],
     script:
         "../scripts/coco.py"

@@ -86,7 +86,9 @@ def get_primary_beam(wildcards):
 def get_field_images(wildcards):
     """Every field's image (and rms map, where listed), as named inputs."""
     inputs = {f"image_{field}": FIELDS.loc[field, "image"] for field in FIELD_NAMES}
-    inputs.update({f"rms_{field}": field_value(field, "rms_map") for field in FIELD_NAMES if field_value(field, "rms_map")})
+    inputs.update(
+        {f"rms_{field}": field_value(field, "rms_map") for field in FIELD_NAMES if field_value(field, "rms_map")}
+    )
     return inputs
 
 
@@ -107,11 +109,6 @@ def get_filter_maps(wildcards):
         if config["filter"]["primary_beam"] and field_value(field, "primary_beam"):
             maps[f"pb_{field}"] = field_value(field, "primary_beam")
     return maps
-
-
-def by_field(paths):
-    """{field: path} from a list of per-field paths, in FIELD_NAMES order."""
-    return dict(zip(FIELD_NAMES, map(str, paths)))
 
 
 def training_settings():

@@ -9,19 +9,17 @@ rule cutouts:
         fits=directory(f"{RESULTS}/cutouts/{{field}}/fits"),
         manifest=f"{RESULTS}/cutouts/{{field}}/manifest.parquet",
         sample=f"{RESULTS}/cutouts/{{field}}/pixel_sample.npy",
+    log:
+        f"{RESULTS}/logs/cutouts/{{field}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/cutouts/{{field}}.tsv"
+    conda:
+        "../envs/dataset.yaml"
     params:
         cutouts=config["cutouts"],
         regions=config["split"]["regions"],
         plane=config["image"]["plane"],
         beam=config["image"]["beam"],
-    log:
-        f"{RESULTS}/logs/cutouts/{{field}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/cutouts/{{field}}.tsv"
-    resources:
-        mem_mb=2000,
-    conda:
-        "../envs/dataset.yaml"
     script:
         "../scripts/cutouts.py"
 
@@ -34,13 +32,13 @@ rule views:
         sample=f"{RESULTS}/cutouts/{{field}}/pixel_sample.npy",
     output:
         views=directory(f"{RESULTS}/views/{{field}}"),
-    params:
-        views=config["views"],
     log:
         f"{RESULTS}/logs/views/{{field}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/views/{{field}}.tsv"
     conda:
         "../envs/dataset.yaml"
+    params:
+        views=config["views"],
     script:
         "../scripts/views.py"

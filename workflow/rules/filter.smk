@@ -5,20 +5,20 @@ rule filter:
     """SNR of every (source, cutout) pair; keep those with SNR >= k."""
     input:
         unpack(get_filter_maps),
-        assignments=f"{RESULTS}/index/assignments.parquet",
-        sources=f"{RESULTS}/catalogue/sources.parquet",
+        assignments=rules.index.output.assignments,
+        sources=rules.ingest.output.sources,
         manifests=get_manifests,
     output:
         snr=f"{RESULTS}/filter/snr.parquet",
         summary=f"{RESULTS}/filter/filter.json",
-    params:
-        fields=FIELD_NAMES,
-        filter=config["filter"],
     log:
         f"{RESULTS}/logs/filter.log",
     benchmark:
         f"{RESULTS}/benchmarks/filter.tsv"
     conda:
         "../envs/dataset.yaml"
+    params:
+        fields=FIELD_NAMES,
+        filter=config["filter"],
     script:
         "../scripts/filter.py"

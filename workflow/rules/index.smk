@@ -4,23 +4,23 @@
 rule index:
     """Load sources and cutout footprints into PostGIS and assign sources to cutouts."""
     input:
-        sources=f"{RESULTS}/catalogue/sources.parquet",
+        sources=rules.ingest.output.sources,
         manifests=get_manifests,
     output:
         assignments=f"{RESULTS}/index/assignments.parquet",
         cutouts=f"{RESULTS}/index/cutouts.parquet",
         summary=f"{RESULTS}/index/index.json",
-    params:
-        survey=SURVEY,
-        centres=field_centres(),
-        database=config["database"],
-        margin_px=config["index"]["margin_px"],
-        allow_empty=config["index"]["allow_empty"],
     log:
         f"{RESULTS}/logs/index.log",
     benchmark:
         f"{RESULTS}/benchmarks/index.tsv"
     conda:
         "../envs/postgis.yaml"
+    params:
+        survey=SURVEY,
+        centres=field_centres(),
+        database=config["database"],
+        margin_px=config["index"]["margin_px"],
+        allow_empty=config["index"]["allow_empty"],
     script:
         "../scripts/index.py"

@@ -5,24 +5,24 @@ rule predict:
     """Tiled detection over one field, each detection measured on the image (batched Gaussian fits)."""
     input:
         unpack(get_primary_beam),
-        model=f"{RESULTS}/train/model.pth",
+        model=rules.train.output.model,
         image=get_image,
         sample=f"{RESULTS}/cutouts/{{field}}/pixel_sample.npy",
     output:
         catalogue=f"{RESULTS}/predict/{{field}}.parquet",
         submission=f"{RESULTS}/predict/{{field}}.sdc1.txt",
         summary=f"{RESULTS}/predict/{{field}}.json",
-    params:
-        predict=config["predict"],
-        views=config["views"],
-        plane=config["image"]["plane"],
     log:
         f"{RESULTS}/logs/predict/{{field}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/predict/{{field}}.tsv"
-    threads: 2
     conda:
         "../envs/torch.yaml"
+    threads: 2
+    params:
+        predict=config["predict"],
+        views=config["views"],
+        plane=config["image"]["plane"],
     script:
         "../scripts/predict.py"
 
@@ -30,19 +30,21 @@ rule predict:
 rule coco_eval:
     """COCO mAP of the detector on the test split (pycocotools COCOeval)."""
     input:
-        model=f"{RESULTS}/train/model.pth",
+        model=rules.train.output.model,
         coco=f"{RESULTS}/coco",
     output:
         metrics=f"{RESULTS}/score/coco_test.json",
         detections=f"{RESULTS}/score/detections_test.json",
+    log:
+        f"{RESULTS}/logs/coco_eval.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/coco_eval.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: 2
     params:
         score_threshold=config["predict"]["coco_score_threshold"],
         boxes=config["boxes"],
-    log:
-        f"{RESULTS}/logs/coco_eval.log",
-    threads: 2
-    conda:
-        "../envs/torch.yaml"
     script:
         "../scripts/coco_eval.py"
 
@@ -57,14 +59,14 @@ rule pybdsf:
         catalogue=f"{RESULTS}/baseline/{{field}}.parquet",
         submission=f"{RESULTS}/baseline/{{field}}.sdc1.txt",
         summary=f"{RESULTS}/baseline/{{field}}.json",
-    params:
-        pybdsf=config["baseline"]["pybdsf"],
     log:
         f"{RESULTS}/logs/pybdsf/{{field}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/pybdsf/{{field}}.tsv"
-    threads: 1
     conda:
         "../envs/scoring.yaml"
+    threads: 1
+    params:
+        pybdsf=config["baseline"]["pybdsf"],
     script:
         "../scripts/pybdsf.py"

@@ -10,11 +10,11 @@ if config["simulate"]["activate"]:
             rms_maps=[FIELDS.loc[f["name"], "rms_map"] for f in config["simulate"]["fields"]],
             catalogue=config["catalogue"]["path"],
             truth=f"{RESULTS}/simulated/truth.parquet",
-        params:
-            simulate=config["simulate"],
         log:
             f"{RESULTS}/logs/simulate.log",
         conda:
             "../envs/dataset.yaml"
+        params:
+            simulate=config["simulate"],
         script:
             "../scripts/simulate.py"

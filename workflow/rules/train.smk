@@ -9,17 +9,17 @@ rule train:
         model=f"{RESULTS}/train/model.pth",
         loss=f"{RESULTS}/train/loss.csv",
         summary=f"{RESULTS}/train/train.json",
-    params:
-        settings=training_settings(),
-        out_dir=lambda wildcards, output: os.path.dirname(output.model),
-        nproc=lambda wildcards, resources: max(1, int(resources.get("gpu", 0))),
     log:
         f"{RESULTS}/logs/train.log",
     benchmark:
         f"{RESULTS}/benchmarks/train.tsv"
-    threads: 2
     conda:
         "../envs/torch.yaml"
+    threads: 2
+    params:
+        settings=training_settings(),
+        out_dir=lambda wildcards, output: os.path.dirname(output.model),
+        nproc=lambda wildcards, resources: max(1, int(resources.get("gpu", 0))),
     shell:
         "torchrun --standalone --nproc_per_node={params.nproc} -m radiodet.detector.train"
         " --train-json {input.coco:q}/instances_train.json --val-json {input.coco:q}/instances_val.json"
@@ -32,10 +32,16 @@ rule plot_training:
     input:
         loss=f"{RESULTS}/train/loss.csv",
     output:
-        plot=report(f"{RESULTS}/plots/training_loss.png", caption="../report/loss.rst", category="Detector",
-                    subcategory="Training"),
+        plot=report(
+            f"{RESULTS}/plots/training_loss.png",
+            caption="../report/loss.rst",
+            category="Detector",
+            subcategory="Training",
+        ),
     log:
         f"{RESULTS}/logs/plot_training.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/plot_training.tsv"
     conda:
         "../envs/dataset.yaml"
     script:

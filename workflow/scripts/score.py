@@ -12,4 +12,6 @@ with configure(snakemake.log[0]):
         calibration_regions=snakemake.params.calibration_regions, table=snakemake.output.table,
         plot=snakemake.output.plot, truth_path=snakemake.output.truth,
         method_json={"detector": snakemake.output.detector, "pybdsf": snakemake.output.pybdsf},
+        submissions={"detector": snakemake.output.submission_detector,
+                     "pybdsf": snakemake.output.submission_pybdsf},
     )

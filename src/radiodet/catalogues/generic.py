@@ -99,8 +99,8 @@ def read_table_catalogue(path: str | Path, options: Mapping | None) -> pd.DataFr
         for i, key in enumerate(("major", "minor", "pa")):
             if beam[i] is None:
                 if key not in fixed:
-                    raise CatalogueError(path, "sizes_include_beam is true: map the beam columns "
-                                               f"(catalogue.table.columns.beam_{key}) or give catalogue.table.beam.{key}")
+                    raise CatalogueError(path, "sizes_include_beam is true: map the beam columns (catalogue.table."
+                                           f"columns.beam_{key}) or give catalogue.table.beam.{key}")
                 beam[i] = np.full(n, float(fixed[key]))
         cov = deconvolve(covariance_from_ellipse(major, minor, pa), covariance_from_ellipse(*beam))
         major, minor, pa = ellipse_from_covariance(cov)

@@ -102,7 +102,8 @@ def _registry() -> tuple[dict[str, CatalogueFormat], dict[str, Survey]]:
     for key, (module, survey) in found_surveys.items():
         fmt = survey.defaults.get("catalogue", {}).get("format")
         if fmt is not None and fmt not in found_formats:
-            raise ConfigError(f"survey {key!r} ({module}) defaults to catalogue format {fmt!r}, which no module defines")
+            raise ConfigError(f"survey {key!r} ({module}) defaults to catalogue format {fmt!r}, "
+                              "which no module defines")
     return ({k: v for k, (_, v) in found_formats.items()}, {k: v for k, (_, v) in found_surveys.items()})
 
 

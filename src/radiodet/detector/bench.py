@@ -127,7 +127,8 @@ def main(argv=None) -> dict:
               "sources_measured_per_second": summary["sources_measured_per_second"],
               "predict_settings": json.loads(args.config_json)}
     print(f"field                    {info['side']}^2 px = {megapixels:,.0f} MP, {info['sources']:,} true sources")
-    print(f"wall time                {wall:,.1f} s ({wall / 60:.1f} min) on {summary['device']}, {args.threads} threads")
+    print(f"wall time                {wall:,.1f} s ({wall / 60:.1f} min) on {summary['device']}, "
+          f"{args.threads} threads")
     print(f"peak memory              PSS {peak_pss / 2**30:.2f} GiB (each page once, as a SLURM cgroup counts); "
           f"RSS {peak / 2**30:.2f} GiB (shared pages once per process); the prediction and its workers")
     print(f"throughput               {megapixels / wall:.3f} MP/s overall; detection {summary['detect_seconds']:,.1f} s"

@@ -140,7 +140,7 @@ def evaluate_coco(model: nn.Module, kind, coco_json: str | Path, detections_path
     multiple = getattr(model, "stride_multiple", 1)
     results = []
     with torch.inference_mode():
-        for index, record in enumerate(images):
+        for record in images:
             if views is not None:
                 tensor, beam_cov = views.load_image(record)[None], None
             else:

@@ -46,7 +46,7 @@ class FasterRCNNConfig:
     backbone: str = "resnet50"
     norm: str = "group"
     num_classes: int = 3  # without background
-    min_size: int = 800
+    min_size: int = 820
     max_size: int = 1333
     image_mean: float = 0.5
     image_std: float = 0.25
