@@ -89,3 +89,26 @@ def test_deconvolve_recovers_the_intrinsic_shape_and_clips_unresolved_axes():
     # measured narrower than the beam along the minor axis: unresolved there (FWHM 0), not imaginary
     major, minor, pa = ellipse_from_covariance(deconvolve(covariance_from_ellipse(10.0, 5.0, 20.0), beam))
     assert (major, minor, pa) == pytest.approx((8.0, 0.0, 20.0), abs=1e-6)
+
+
+def test_preview_compass_follows_the_wcs_north_up_and_at_the_south_pole():
+    """The compass drawn on previews: north/east from the WCS, also where north is not up."""
+    from astropy.io import fits
+    from astropy.wcs import WCS
+    from conftest import REPO, sky_header
+
+    from radiodet.preview import sky_directions
+
+    north, east = sky_directions(WCS(sky_header(100, 100)), 50.0, 50.0)
+    np.testing.assert_allclose(north, [0.0, 1.0], atol=1e-6)
+    np.testing.assert_allclose(east, [-1.0, 0.0], atol=1e-6)
+    # HIPASS: SIN about the south pole, the pole at 0-based pixel (CRPIX1 - 1, CRPIX2 - 1) off the image;
+    # meridians run radially from it, so north points straight away from the pole
+    header = fits.getheader(REPO / "resources" / "hipass" / "1904-66_SIN.fits")
+    pole = np.array([header["CRPIX1"] - 1, header["CRPIX2"] - 1])
+    for x, y in ((20.0, 20.0), (96.0, 96.0), (170.0, 150.0)):
+        north, east = sky_directions(WCS(header).celestial, x, y)
+        away = (np.array([x, y]) - pole) / np.hypot(*(np.array([x, y]) - pole))
+        assert north @ away > 0.9999
+        # not mirrored: east is north turned 90 degrees counter-clockwise, as on a north-up image
+        np.testing.assert_allclose(east, [-north[1], north[0]], atol=1e-4)

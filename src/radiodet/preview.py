@@ -1,9 +1,13 @@
 """Pictures for people: cutouts with their boxes, and dataset statistics.
 
-Previews are drawn north up (matplotlib ``origin='lower'``, as a radio
-astronomer expects), unlike the stored PNG views, which keep FITS row order.
-The boxes are drawn in the same continuous coordinates as COCO, so what you
-see is exactly what is in the annotation files.
+Previews are drawn with FITS row 0 at the bottom (matplotlib
+``origin='lower'``, as a radio astronomer expects; north up for the usual
+north-up images), unlike the stored PNG views, which keep FITS row order.
+Each preview carries a compass: the directions of north and east at the
+cutout centre, from the field's WCS through the same Jacobian the boxes use,
+so a rotated image or one near a pole is not shown as if north were up. The
+boxes are drawn in the same continuous coordinates as COCO, so what you see
+is exactly what is in the annotation files.
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ import pandas as pd  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from .atomic import atomic_directory, atomic_path  # noqa: E402
-from .manifest import read_manifests  # noqa: E402
+from .geometry import pixel_jacobian  # noqa: E402
+from .manifest import field_wcs, read_manifests  # noqa: E402
 
-__all__ = ["choose_cutouts", "draw_cutout", "write_previews", "plot_statistics", "plot_training_loss"]
+__all__ = ["choose_cutouts", "draw_cutout", "sky_directions", "write_previews", "plot_statistics", "plot_training_loss"]
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +49,29 @@ def choose_cutouts(manifest: pd.DataFrame, boxes: pd.DataFrame, n: int) -> list[
     return chosen
 
 
-def draw_cutout(image: np.ndarray, boxes: pd.DataFrame, classes: dict[int, str], title: str, path: str | Path) -> None:
-    """Save a PNG of ``image`` (scaled [0, 1], FITS row order) with its boxes."""
+def sky_directions(wcs, x: float, y: float) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors (dx, dy) in pixels pointing north and east at 0-based pixel ``(x, y)``."""
+    jac = pixel_jacobian(wcs, [x], [y])[0]  # d(east, north) / d(x, y)
+    inverse = np.linalg.inv(jac)
+    north, east = inverse @ np.array([0.0, 1.0]), inverse @ np.array([1.0, 0.0])
+    return north / np.hypot(*north), east / np.hypot(*east)
+
+
+def _draw_compass(ax, width: int, height: int, north: np.ndarray, east: np.ndarray) -> None:
+    length = 0.12 * min(width, height)
+    origin = np.array([0.14 * width, 0.14 * height])
+    for vector, label in ((north, "N"), (east, "E")):
+        tip = origin + length * vector
+        ax.annotate("", xy=tip, xytext=origin, arrowprops={"arrowstyle": "->", "color": "yellow", "lw": 1.0})
+        ax.text(*(origin + 1.35 * length * vector), label, color="yellow", fontsize=8, ha="center", va="center")
+
+
+def draw_cutout(image: np.ndarray, boxes: pd.DataFrame, classes: dict[int, str], title: str, path: str | Path,
+                compass: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+    """Save a PNG of ``image`` (scaled [0, 1], FITS row order) with its boxes.
+
+    ``compass``: unit pixel vectors of north and east (:func:`sky_directions`).
+    """
     height, width = image.shape
     fig, ax = plt.subplots(figsize=(6.4, 6.8), dpi=110)
     ax.imshow(image, origin="lower", cmap="gray", extent=(0, width, 0, height), interpolation="nearest",
@@ -61,8 +87,10 @@ def draw_cutout(image: np.ndarray, boxes: pd.DataFrame, classes: dict[int, str],
                   fontsize=7, framealpha=0.6)
     ax.set_xlim(0, width)
     ax.set_ylim(0, height)
-    ax.set_xlabel("x [pixel] (RA decreases to the right)")
-    ax.set_ylabel("y [pixel] (north up)")
+    if compass is not None:
+        _draw_compass(ax, width, height, *compass)
+    ax.set_xlabel("x [pixel]")
+    ax.set_ylabel("y [pixel] (FITS row 0 at the bottom)")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
@@ -89,7 +117,9 @@ def write_previews(boxes_path: str | Path, manifest_paths: dict[str, str | Path]
                 image = np.asarray(Image.open(views / f"{cutout_id}.png"), dtype=np.float32) / 255.0
             mine = boxes[boxes["cutout_id"] == cutout_id]
             title = f"{cutout_id} ({row['split']}): {len(mine)} boxes, parent x0={row['x0']} y0={row['y0']}"
-            draw_cutout(image, mine, classes, title, tmp / f"{cutout_id}.png")
+            centre = (row["x0"] + (row["width"] - 1) / 2, row["y0"] + (row["height"] - 1) / 2)
+            compass = sky_directions(field_wcs(manifest_paths[row["field"]]), *centre)
+            draw_cutout(image, mine, classes, title, tmp / f"{cutout_id}.png", compass=compass)
     log.info("drew %d previews into %s", len(chosen), out_dir)
     return chosen
 
