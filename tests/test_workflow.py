@@ -189,3 +189,21 @@ def test_the_report_holds_the_figures_a_person_needs(demo_run):
         assert item in html, item
     previews = [p.name for p in (demo_run / RESULTS / "preview").glob("*.png")]
     assert previews and all(name in html for name in previews)
+
+
+def test_make_bench_runs_from_a_fresh_checkout_with_a_relative_workdir():
+    """`make bench` (a relative --workdir, Snakemake running inside it) at a tiny scale, run twice (cached field)."""
+    workdir = world_readable_tmpdir("radiodet-bench-")
+    try:
+        for _ in range(2):
+            done = subprocess.run([sys.executable, "-m", "radiodet.bench_dataset", "--scale", "1/4096",
+                                   "--workdir", "benchmarks", "--cores", "2"], cwd=workdir, capture_output=True,
+                                  text=True, timeout=900, env={**ENV, "PYTHONPATH": str(REPO / "src")})
+            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        report = json.loads((workdir / "benchmarks" / "bench.json").read_text())
+        run = report["scales"]["1/4096"]["run"]
+        assert run["cutouts"] >= 4 and run["annotations"] > 100 and set(run["stages"]) >= {"cutouts", "index", "coco"}
+        config = yaml.safe_load((workdir / "benchmarks" / "scale-1-4096" / "config.yaml").read_text())
+        assert Path(config["catalogue"]["path"]).is_absolute() and Path(config["fields"]).is_absolute()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

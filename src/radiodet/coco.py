@@ -137,8 +137,28 @@ def write_coco(boxes_path: str | Path, manifest_paths: dict[str, str | Path], vi
                survey: str = "", ownership_path: str | Path | None = None, segmentation: bool = True) -> dict:
     """Write ``instances_<split>.json`` and link the PNG views into ``images/``.
 
-    Only cutouts owned by their field (``ownership_path``, from the index
-    stage) become images. The whole directory appears atomically.
+    Parameters
+    ----------
+    boxes_path : str or Path
+        The boxes stage's Parquet (COCO pixel-edge boxes, ellipses, centres).
+    manifest_paths, views_dirs : dict
+        {field: manifest}, {field: views directory} (the PNGs become the images).
+    out_dir, summary_path : str or Path
+        The COCO directory (it appears atomically) and a JSON summary.
+    classes : dict
+        Class code -> name: the COCO categories (ids are the codes).
+    n_sigma : float
+        The boxes' half-size in sigma (for the ellipse segmentation polygons).
+    ownership_path : str or Path, optional
+        The index stage's cutout ownership: only cutouts owned by their field
+        become images (overlapping mosaics give each patch of sky once).
+    segmentation : bool
+        Write each source's ellipse as a polygon.
+
+    Returns
+    -------
+    dict
+        Images and annotations per split (also written to ``summary_path``).
     """
     out_dir = Path(out_dir)
     boxes = pd.read_parquet(boxes_path)

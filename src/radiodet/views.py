@@ -102,10 +102,25 @@ def write_views(manifest_path: str | Path, sample_path: str | Path, out_dir: str
                 config: ViewConfig) -> int:
     """Write ``<cutout_id>.png`` / ``.npy`` into the directory ``out_dir``.
 
-    PNG: 8-bit greyscale, round(255 x scaled). NPY: float32 scaled to [0, 1].
-    ``out_dir/scaling.json`` records the interval and stretch used, so the
-    mapping can be inverted. The directory appears atomically, complete.
-    Returns the number of cutouts written.
+    Parameters
+    ----------
+    manifest_path : str or Path
+        The field's cutout manifest (the cutout FITS files it lists are read).
+    sample_path : str or Path
+        The field's pixel subsample: the display interval is computed once
+        over it, so every cutout of the field is scaled the same way.
+    out_dir : str or Path
+        The views directory (it appears atomically, complete).
+    config : ViewConfig
+        Formats, interval (percentile, zscale, minmax) and stretch.
+
+    Returns
+    -------
+    int
+        The number of cutouts written. PNG: 8-bit greyscale, round(255 x
+        scaled), FITS row order (row 0 first, as COCO images). NPY: float32
+        scaled to [0, 1]. ``out_dir/scaling.json`` records the interval (image
+        unit) and stretch, so the mapping can be inverted.
     """
     import pandas as pd  # local: keeps `import radiodet.views` light
 
