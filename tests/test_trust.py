@@ -175,3 +175,65 @@ def test_unreachable_database_fails_the_job_with_a_clear_error(scratch_copy, tmp
     log = (scratch_copy / "results" / "sdc1-demo" / "logs" / "index.log").read_text()
     assert "cannot connect to the database" in log
     assert not (scratch_copy / "results" / "sdc1-demo" / "index" / "assignments.parquet").exists()
+
+
+def _postgis_answers(url: str) -> bool:
+    from radiodet.db import engine_for
+
+    engine = engine_for(url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS postgis"))
+            return bool(conn.execute(sa.text("SELECT postgis_version()")).scalar())
+    finally:
+        engine.dispose()
+
+
+def test_a_half_made_private_cluster_is_made_again(postgis_url, caplog):
+    """An initdb killed half-way (PG_VERSION written, no databases yet) is detected, removed and redone."""
+    from radiodet.db import private_server
+
+    base = world_readable_tmpdir("radiodet-halfmade-")
+    try:
+        root = base / "postgis"
+        (root / "data").mkdir(parents=True)
+        (root / "data" / "PG_VERSION").write_text("15\n")
+        (root / "data.initdb-4242").mkdir()  # the scratch directory of an initdb that was killed
+        with caplog.at_level("WARNING"), private_server(root) as url:
+            assert _postgis_answers(url)
+        assert "is not a complete cluster" in caplog.text and "data.initdb-4242" in caplog.text
+        assert not (root / "data.initdb-4242").exists()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+SERVE = ("import sys, time; from radiodet.db import private_server\n"
+         "with private_server(sys.argv[1]) as url:\n"
+         "    print(url, flush=True); time.sleep(600)\n")
+
+
+def test_a_killed_private_server_is_started_again(postgis_url, caplog):
+    """SIGKILL to the job and to its server (a pre-empted node) leaves a stale postmaster.pid; the rerun copes."""
+    from radiodet.db import private_server
+
+    base = world_readable_tmpdir("radiodet-killed-")
+    root = base / "postgis"
+    try:
+        job = subprocess.Popen([sys.executable, "-c", SERVE, str(root)], stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(REPO / "src")}, start_new_session=True)
+        assert job.stdout.readline().startswith("postgresql")
+        postmaster = int((root / "data" / "postmaster.pid").read_text().split()[0])
+        os.killpg(job.pid, signal.SIGKILL)
+        os.kill(postmaster, signal.SIGKILL)
+        job.wait(timeout=30)
+        for _ in range(100):  # the postmaster is gone once /proc forgets it
+            if not os.path.exists(f"/proc/{postmaster}"):
+                break
+            time.sleep(0.1)
+        assert (root / "data" / "postmaster.pid").exists()
+        with caplog.at_level("WARNING"), private_server(root) as url:
+            assert _postgis_answers(url)
+        assert "stale" in caplog.text
+    finally:
+        subprocess.run(["pkill", "-9", "-f", str(root)], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)

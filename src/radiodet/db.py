@@ -169,6 +169,39 @@ def _private_dir(path: Path, runner: _Runner) -> None:
     runner.own(path)
 
 
+#: written into a cluster directory once initdb has finished, before it is renamed into place
+_INITIALISED = "radiodet-initialised"
+
+
+def _initialise_cluster(root: Path, datadir: Path, bindir: Path, runner: _Runner) -> None:
+    """Make ``datadir`` a complete cluster, atomically: initdb in a scratch directory, then rename.
+
+    A cluster without the completion marker (an initdb killed half-way, as a
+    SLURM time limit does, or a directory from an older version) is removed
+    and made again, and the log says so: the cluster holds only the spatial
+    index, which the index stage rebuilds.
+    """
+    for scratch in root.glob("data.initdb-*"):
+        log.warning("removing %s, left by an initdb that was interrupted", scratch)
+        shutil.rmtree(scratch, ignore_errors=True)
+    if datadir.exists():
+        if (datadir / _INITIALISED).exists():
+            return
+        log.warning("%s is not a complete cluster (its initialisation was interrupted): making it again", datadir)
+        shutil.rmtree(datadir)
+    scratch = root / f"data.initdb-{os.getpid()}"
+    _private_dir(scratch, runner)
+    log.info("initialising a private PostgreSQL cluster in %s", datadir)
+    done = runner.run([str(bindir / "initdb"), "-D", str(scratch), "--auth=trust", "--encoding=UTF8",
+                       "--no-instructions", "-U", runner.user])
+    if done.returncode:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise DatabaseUnavailable(f"initdb failed in {scratch}: {done.stderr.strip() or done.stdout.strip()}")
+    (scratch / _INITIALISED).touch()
+    runner.own(scratch / _INITIALISED)
+    os.rename(scratch, datadir)
+
+
 @contextlib.contextmanager
 def private_server(root: str | Path, *, postgres_bin: str | None = None) -> Iterator[str]:
     """Start (or reuse) a private PostGIS cluster in ``root``; yield its URL.
@@ -195,26 +228,27 @@ def private_server(root: str | Path, *, postgres_bin: str | None = None) -> Iter
             digest = hashlib.sha1(str(root).encode()).hexdigest()[:12]
             socket_dir = Path(tempfile.gettempdir()) / f"radiodet-pg-{digest}"
         _private_dir(socket_dir, runner)
-        if not (datadir / "PG_VERSION").exists():
-            if datadir.exists():
-                shutil.rmtree(datadir)  # a half-made cluster from an interrupted initdb
-            _private_dir(datadir, runner)
-            log.info("initialising a private PostgreSQL cluster in %s", datadir)
-            done = runner.run([str(bindir / "initdb"), "-D", str(datadir), "--auth=trust", "--encoding=UTF8",
-                               "--no-instructions", "-U", runner.user])
-            if done.returncode:
-                shutil.rmtree(datadir, ignore_errors=True)
-                raise DatabaseUnavailable(f"initdb failed in {datadir}: {done.stderr.strip() or done.stdout.strip()}")
+        _initialise_cluster(root, datadir, bindir, runner)
         options = f"-c listen_addresses='' -c unix_socket_directories='{socket_dir}' -c fsync=off"
         logfile = root / "server.log"
         if runner.as_root and not logfile.exists():
             logfile.touch(mode=0o600)
             runner.own(logfile)
-        started = runner.run([str(bindir / "pg_ctl"), "-D", str(datadir), "-l", str(logfile), "-o", options,
-                              "-w", "-t", "60", "start"])
-        if started.returncode:
-            tail = logfile.read_text(errors="replace")[-2000:] if logfile.exists() else ""
-            raise DatabaseUnavailable(f"the private PostgreSQL server did not start: {started.stderr.strip()}\n{tail}")
+        if runner.run([str(bindir / "pg_ctl"), "-D", str(datadir), "status"]).returncode == 0:
+            # we hold the lock, so this server was left running by a job that was killed
+            log.warning("a private PostgreSQL server left by an interrupted run is still running in %s: "
+                        "using it", datadir)
+        else:
+            pid_file = datadir / "postmaster.pid"
+            if pid_file.exists():
+                log.warning("removing the stale %s of a server that was killed", pid_file)
+                pid_file.unlink()
+            started = runner.run([str(bindir / "pg_ctl"), "-D", str(datadir), "-l", str(logfile), "-o", options,
+                                  "-w", "-t", "60", "start"])
+            if started.returncode:
+                tail = logfile.read_text(errors="replace")[-2000:] if logfile.exists() else ""
+                raise DatabaseUnavailable(f"the private PostgreSQL server did not start: {started.stderr.strip()}\n"
+                                          f"{tail}\nIf {datadir} is damaged, delete it: the next run makes a new one.")
         log.info("private PostgreSQL server started (socket in %s, no TCP)", socket_dir)
         url = f"postgresql+psycopg2://{runner.user}@/postgres?host={socket_dir}"
         try:
