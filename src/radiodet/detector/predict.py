@@ -388,15 +388,18 @@ def predict_field(model_path: str | Path, image_path: str | Path, sample_path: s
                               field_noise=field_rms)
     measure_seconds = time.monotonic() - started - detect_seconds
     flux_scale = float(settings.get("calibration", {}).get("flux_scale", 1.0))
-    # in chunks: the per-source Jacobians and covariances of millions of detections add up
+    # in chunks: the per-source Jacobians and covariances of millions of detections add up;
+    # the detections and fits are freed before the chunks are joined (at full SDC1 size
+    # they would otherwise sit next to two copies of the catalogue)
     chunk = 500_000
-    catalogue = pd.concat([_catalogue(
+    parts = [_catalogue(
         detections.iloc[i:i + chunk].reset_index(drop=True), {k: v[i:i + chunk] for k, v in fits.items()}, wcs=wcs,
         beam_cov=beam_cov, config=config, category_ids=settings["category_ids"], flux_scale=flux_scale,
-        primary_beam=primary_beam, field_noise=field_rms) for i in range(0, max(len(detections), 1), chunk)],
-        ignore_index=True)
-    catalogue["source_id"] = np.arange(1, len(catalogue) + 1, dtype=np.int64)
+        primary_beam=primary_beam, field_noise=field_rms) for i in range(0, max(len(detections), 1), chunk)]
     del detections, fits
+    catalogue = pd.concat(parts, ignore_index=True)
+    del parts
+    catalogue["source_id"] = np.arange(1, len(catalogue) + 1, dtype=np.int64)
     write_parquet(catalogue, output, columns=SOURCE_COLUMNS, metadata={
         "image": str(image_path), "model": str(model_path), "kind": settings["network"]["kind"],
         "flux_scale": flux_scale, "coordinates": "x, y: 0-based parent pixels; box_*: COCO continuous"})
