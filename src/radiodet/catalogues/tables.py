@@ -17,7 +17,7 @@ import pandas as pd
 from ..errors import CatalogueError
 
 __all__ = ["read_whitespace_table", "line_of_row", "read_table", "column", "text_column", "native",
-           "with_original_columns", "empty"]
+           "with_original_columns"]
 
 
 def _data_lines(path: Path, skip_lines: int):
@@ -157,8 +157,3 @@ def with_original_columns(out: pd.DataFrame, raw) -> pd.DataFrame:
         extra = {f"orig_{name}": (text_column(raw, name) if raw[name].dtype.kind in "SUO" else native(raw[name]))
                  for name in raw.colnames if raw[name].ndim == 1}
     return pd.concat([out, pd.DataFrame(extra, index=out.index)], axis=1)
-
-
-def empty(n: int) -> np.ndarray:
-    """``n`` NaNs: a schema column the catalogue does not have."""
-    return np.full(n, np.nan)
