@@ -34,7 +34,36 @@ log = logging.getLogger(__name__)
 def run_pybdsf(image_path: str | Path, srl_path: str | Path, output: str | Path, submission: str | Path,
                summary_path: str | Path, *, class_id: int = 3, primary_beam: str | Path | None = None,
                thresh_isl: float = 3.0, thresh_pix: float = 5.0, ncores: int = 1) -> dict:
-    """Run PyBDSF with the given thresholds and write its catalogue three ways."""
+    """Run PyBDSF with the given thresholds and write its catalogue three ways.
+
+    Parameters
+    ----------
+    image_path : str or Path
+        The FITS image (Jy/beam, with BMAJ/BMIN/BPA).
+    srl_path : str or Path
+        PyBDSF's own source list, as it writes it (ASCII ``srl``).
+    output : str or Path
+        The catalogue in the source schema (Parquet; fluxes in Jy divided by
+        the primary beam at each source, deconvolved sizes FWHM in arcsec, PA
+        in degrees east of north).
+    submission : str or Path
+        The same catalogue as an SDC1 submission (the scorer's columns).
+    summary_path : str or Path
+        JSON: source count, seconds, thresholds.
+    class_id : int
+        Class code given to every source (PyBDSF does not classify; SFG = 3 in SDC1).
+    primary_beam : str or Path, optional
+        Primary-beam image; without it the fluxes are left as measured.
+    thresh_isl, thresh_pix : float
+        PyBDSF's island and peak thresholds, in units of the local rms.
+    ncores : int
+        Processes PyBDSF may use.
+
+    Returns
+    -------
+    dict
+        The summary written to ``summary_path``.
+    """
     import bdsf
 
     image_path = Path(image_path).resolve()

@@ -22,7 +22,6 @@ rms, original catalogue name when there is one). Arrays are stored unflipped
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ import pandas as pd
 from astropy.nddata import Cutout2D
 
 from .atomic import atomic_directory, write_json
+from .configuration import schema_config
 from .images import open_image, robust_rms, sample_image
 from .logs import Progress
 from .schema import read_sources
@@ -40,15 +40,15 @@ __all__ = ["StampConfig", "preprocess_stamp", "build_classification_dataset"]
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@schema_config("classification", ignore=("label_table",))
 class StampConfig:
-    """Config ``classification`` (the recipe's steps)."""
+    """Config ``classification`` (the recipe's steps; defaults from the schema)."""
 
-    stamp: int = 300          # pixels cut around the source before cropping
-    clip_sigma: float | None = 3.0
-    crop: int = 150
-    mask_radius: float | None = 75.0
-    nan_to_zero: bool = True
+    stamp: int                # pixels cut around the source before cropping
+    clip_sigma: float | None
+    crop: int
+    mask_radius: float | None
+    nan_to_zero: bool = True  # not a config key: the recipe always does it
 
 
 def preprocess_stamp(stamp: np.ndarray, rms: float | None, config: StampConfig) -> np.ndarray:
@@ -100,6 +100,33 @@ def build_classification_dataset(sources_path: str | Path, fields: pd.DataFrame,
     (CSV with ``source_id`` or ``name`` and ``label``) those labels replace
     them and only the sources listed there are used. Sources in no field are
     counted and skipped.
+
+    Parameters
+    ----------
+    sources_path : str or Path
+        The ingest stage's Parquet (``ra``, ``dec`` in deg, ``class_id``).
+    fields : pandas.DataFrame
+        One row per field: ``field``, ``image`` (FITS path) and ``rms_map``
+        (FITS path or empty: the stamp's robust rms is used).
+    out_dir : str or Path
+        Directory written (replaced whole): ``images.npy`` (N, crop, crop)
+        uint8 stamps (the recipe's min-max scaling to 0..255),
+        ``metadata.parquet`` (one row per stamp, in the order of the images:
+        source_id, label, label_name, field, ra and dec in deg, rms in image
+        units, the catalogue's source name where it has one) and
+        ``summary.json``.
+    classes : dict of int to str
+        Label code -> name.
+    config : StampConfig
+        The recipe (stamp and crop sides in pixels, sigma clip, mask radius).
+    label_table : str or Path, optional
+        CSV of labels that replace the catalogue's classes.
+
+    Returns
+    -------
+    dict
+        What ``summary.json`` holds: stamps written, sources skipped outside
+        every field, stamps per label, array shape and dtype, the recipe.
     """
     sources = read_sources(sources_path)
     sources["label"] = sources["class_id"].astype(int)

@@ -19,7 +19,8 @@ import yaml
 
 from .errors import ConfigError
 
-__all__ = ["SCHEMA_PATH", "load_schema", "validate_config", "section_defaults", "with_section_defaults"]
+__all__ = ["SCHEMA_PATH", "load_schema", "validate_config", "section_defaults", "with_section_defaults",
+           "schema_config"]
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -94,8 +95,9 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict
     return config
 
 
-def _section(keys: tuple[str, ...], schema_path: str | Path = SCHEMA_PATH) -> dict:
-    node = load_schema(schema_path)
+def _section(keys: tuple[str, ...], schema_path: str | Path = SCHEMA_PATH, *, registries: bool = True) -> dict:
+    # without the registries' enums (their modules import the stages): enough for defaults
+    node = load_schema(schema_path) if registries else _schema_text(Path(schema_path).resolve())
     for key in keys:
         try:
             node = node["properties"][key]
@@ -106,7 +108,8 @@ def _section(keys: tuple[str, ...], schema_path: str | Path = SCHEMA_PATH) -> di
 
 def section_defaults(*keys: str, schema_path: str | Path = SCHEMA_PATH) -> dict:
     """The schema's defaults of the config section at ``keys`` (e.g. ``"catalogue", "table"``)."""
-    return {name: copy.deepcopy(prop["default"]) for name, prop in _section(keys, schema_path)["properties"].items()
+    properties = _section(keys, schema_path, registries=False)["properties"]
+    return {name: copy.deepcopy(prop["default"]) for name, prop in properties.items()
             if isinstance(prop, dict) and "default" in prop}
 
 
@@ -126,3 +129,80 @@ def with_section_defaults(options: Mapping | None, *keys: str) -> dict:
         where = ".".join([*keys, *(str(p) for p in exc.absolute_path)])
         raise ConfigError(f"config key {where}: {exc.message}") from None
     return merged
+
+
+def _frozen(value):
+    """A default safe to share between instances: lists become tuples, recursively."""
+    if isinstance(value, list):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
+def _is_tuple_annotation(annotation) -> bool:
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    return text.startswith(("tuple", "Tuple"))
+
+
+def schema_config(*keys: str, frozen: bool = True, nested: Mapping[str, type] | None = None,
+                  ignore: tuple[str, ...] = (), schema_path: str | Path = SCHEMA_PATH):
+    """Class decorator: a stage's config dataclass whose defaults are the schema's.
+
+    It makes the class a dataclass (``frozen`` as given): the fields are
+    declared with their types only, and each field named in the schema section at
+    ``keys`` takes that section's ``default`` (lists become tuples where the
+    field is annotated ``tuple``, else a fresh list per instance). So the
+    schema stays the one place where a default is written; a field that is not
+    a config key (no schema entry) keeps the default written in the class.
+
+    The class gets a ``from_config(section)`` constructor that builds it from
+    a (validated) config section and refuses a key it does not know, naming it
+    as a dotted path (``predict.measure.radius``). ``nested`` maps a field to
+    the schema-config class of its sub-section; ``ignore`` lists section keys
+    that are not the class's business (read by the rule, say);
+    ``schema_path`` is for tests.
+    """
+    import dataclasses
+
+    nested = dict(nested or {})
+
+    def wrap(cls):
+        defaults = section_defaults(*keys, schema_path=schema_path)
+        annotations = cls.__dict__.get("__annotations__", {})
+        for name, annotation in annotations.items():
+            if name in cls.__dict__:
+                continue
+            if name in nested:
+                setattr(cls, name, dataclasses.field(default_factory=nested[name]))
+            elif name in defaults:
+                value = defaults[name]
+                if isinstance(value, (list, dict)) and not _is_tuple_annotation(annotation):
+                    setattr(cls, name, dataclasses.field(default_factory=functools.partial(copy.deepcopy, value)))
+                else:
+                    setattr(cls, name, _frozen(value) if isinstance(value, list) else value)
+            else:
+                raise ConfigError(f"{cls.__name__}.{name}: no default in the config schema section "
+                                  f"{'.'.join(keys)!r} and none in the class")
+        cls = dataclasses.dataclass(frozen=frozen)(cls)
+        where = ".".join(keys)
+
+        def from_config(klass, section: Mapping | None = None):
+            options = {k: v for k, v in dict(section or {}).items() if k not in ignore}
+            known = {f.name for f in dataclasses.fields(klass)}
+            unknown = sorted(set(options) - known)
+            if unknown:
+                raise ConfigError(f"config key {where}.{unknown[0]}: not a setting of {where} "
+                                  f"(unknown: {', '.join(unknown)}; known: {', '.join(sorted(known))})")
+            for f in dataclasses.fields(klass):
+                if f.name not in options:
+                    continue
+                if f.name in nested:
+                    options[f.name] = nested[f.name].from_config(options[f.name])
+                elif isinstance(options[f.name], list) and _is_tuple_annotation(f.type):
+                    options[f.name] = _frozen(options[f.name])
+            return klass(**options)
+
+        cls.from_config = classmethod(from_config)
+        cls.config_section = keys
+        return cls
+
+    return wrap

@@ -73,6 +73,34 @@ def crosscheck(reference_path: str | Path, fmt: str, boxes_path: str | Path, man
     ``fraction_inside`` counts every bright source in the field images;
     ``fraction_inside_of_those_in_a_cutout`` only those inside a written
     (owned) cutout, which separates box errors from sky that was not cut out.
+
+    Parameters
+    ----------
+    reference_path : str or Path
+        An independent catalogue of the same images (a PyBDSF source list for
+        SDC1), read with the catalogue format ``fmt``.
+    fmt : str
+        Its catalogue format (a key of :func:`radiodet.catalogues.registry.formats`
+        marked as a reference format).
+    boxes_path : str or Path
+        ``boxes.parquet`` of the boxes stage.
+    manifest_paths : dict of str to str or Path
+        Field name -> its cutout manifest; sky positions go to pixels through
+        each field's WCS (0-based pixel centres).
+    output : str or Path
+        The JSON written (atomically).
+    min_peak_snr : float
+        Reference sources count when their peak flux over their island rms
+        (both Jy/beam) is at least this.
+    ownership_path : str or Path, optional
+        The index stage's cutout ownership table (overlapping fields).
+
+    Returns
+    -------
+    dict
+        What the JSON holds: counts, fractions, median and 90th-percentile
+        distance of a covered source to its box centre (pixels), and the
+        sources outside every box (``source_id``, ``ra``, ``dec`` in deg).
     """
     ref = bright_reference(reference_path, fmt, min_peak_snr)
     boxes = pd.read_parquet(boxes_path)

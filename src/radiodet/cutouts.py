@@ -23,7 +23,6 @@ the PNG/NPY views.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,7 @@ import pandas as pd
 from astropy.io import fits
 
 from .atomic import atomic_directory, atomic_path
+from .configuration import schema_config
 from .errors import ImageError
 from .geometry import normalise_ra
 from .images import Beam, SkyImage, open_image, robust_rms
@@ -43,14 +43,14 @@ __all__ = ["CutoutConfig", "make_cutouts", "cutout_header"]
 
 log = logging.getLogger(__name__)
 
-@dataclass(frozen=True)
+@schema_config("cutouts")
 class CutoutConfig:
-    """Cutout layout options (config ``cutouts``)."""
+    """Cutout layout options (config ``cutouts``; defaults from the schema)."""
 
-    size: int = 205
-    min_overlap: int = 0
-    max_nan_fraction: float = 0.5
-    layout: str = "cover"
+    size: int
+    min_overlap: int
+    max_nan_fraction: float
+    layout: str
     #: samples of the field kept for field-wide view scaling
     pixel_sample_size: int = 2_000_000
 

@@ -101,7 +101,33 @@ def draw_cutout(image: np.ndarray, boxes: pd.DataFrame, classes: dict[int, str],
 def write_previews(boxes_path: str | Path, manifest_paths: dict[str, str | Path], views_dirs: dict[str, str | Path],
                    out_dir: str | Path, *, classes: dict[int, str], n: int = 6,
                    ownership_path: str | Path | None = None) -> list[str]:
-    """Draw ``n`` (owned) cutouts with their boxes into ``out_dir`` (atomically)."""
+    """Draw ``n`` (owned) cutouts with their boxes into ``out_dir`` (atomically).
+
+    Parameters
+    ----------
+    boxes_path : str or Path
+        ``boxes.parquet`` of the boxes stage (pixel boxes in cutout pixels,
+        0-based, the box corner at ``bbox_x``, ``bbox_y``).
+    manifest_paths : dict of str to str or Path
+        Field name -> its cutout manifest (Parquet).
+    views_dirs : dict of str to str or Path
+        Field name -> its views directory (``<cutout_id>.npy`` in display
+        units 0..1, else ``.png``).
+    out_dir : str or Path
+        Directory written (replaced whole): one PNG per chosen cutout, with a
+        north/east compass from the field's WCS.
+    classes : dict of int to str
+        Class code -> name, for the legend.
+    n : int
+        Number of cutouts drawn: the ones with most boxes, spread over the splits.
+    ownership_path : str or Path, optional
+        The index stage's cutout ownership table: only owned cutouts are drawn.
+
+    Returns
+    -------
+    list of str
+        The cutout ids drawn.
+    """
     boxes = pd.read_parquet(boxes_path)
     manifest = read_manifests(manifest_paths, ownership_path)
     chosen = choose_cutouts(manifest, boxes, n)
@@ -126,7 +152,22 @@ def write_previews(boxes_path: str | Path, manifest_paths: dict[str, str | Path]
 
 def plot_statistics(boxes_path: str | Path, filtered_path: str | Path, path: str | Path, *, k: float,
                     classes: dict[int, str]) -> None:
-    """One PNG: SNR histogram (all vs kept), box sizes, counts per split and class."""
+    """One PNG: SNR histogram (all vs kept), box sizes, counts per split and class.
+
+    Parameters
+    ----------
+    boxes_path : str or Path
+        ``boxes.parquet`` of the boxes stage (box sizes in pixels).
+    filtered_path : str or Path
+        The filter stage's table of (source, cutout) pairs with ``snr``
+        (peak over local rms, dimensionless) and ``keep``.
+    path : str or Path
+        The PNG written (atomically).
+    k : float
+        The filter's SNR threshold, drawn as a line.
+    classes : dict of int to str
+        Class code -> name, for the legend.
+    """
     boxes = pd.read_parquet(boxes_path)
     filtered = pd.read_parquet(filtered_path, columns=["snr", "keep"])
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), dpi=100)

@@ -185,6 +185,37 @@ def score_methods(sources_path: str | Path, manifests: dict[str, str | Path],
     catalogue's format) and, per method, the exact submission given to the
     scorer (``submissions[method]``), so that
     ``Sdc1Scorer.from_txt(submission, truth_path, freq)`` reproduces the figures.
+
+    Parameters
+    ----------
+    sources_path : str or Path
+        The ingest stage's Parquet (the truth catalogue: fluxes in Jy, sizes
+        FWHM in arcsec, PA in degrees east of north).
+    manifests : dict of str to str or Path
+        Field name -> its cutout manifest (the field's WCS and shape decide
+        which rows lie in a region).
+    catalogues : dict of str to dict of str to str or Path
+        Method (``detector``, ``pybdsf``) -> field -> its Parquet catalogue.
+    coco_metrics_path : str or Path or None
+        The ``coco_eval`` rule's metrics JSON; its mAP and mAP50 are added to
+        the detector's row.
+    regions : list of dict
+        Scored regions (pixel or sky boxes of :func:`radiodet.tiling.region_from_config`).
+    freq_mhz : int
+        The image's frequency for the scorer (560 or 1400 for SDC1).
+    table, plot, truth_path : str or Path
+        The score CSV, the completeness/precision PNG and the truth rows
+        given to the scorer.
+    method_json, submissions : dict of str to str or Path
+        Method -> its result JSON, and the submission text it was scored on.
+    calibration_regions : list of dict, optional
+        Where a score threshold is chosen (val, never test).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per method: SDC1 score, detections, matches, false
+        detections, per-property accuracies, threshold, mAP.
     """
     import json
 

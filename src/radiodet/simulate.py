@@ -22,7 +22,6 @@ here, in the format of the MGCLS "enhanced" products:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,7 @@ from astropy.table import Table
 from astropy.wcs import WCS
 
 from .atomic import atomic_path
+from .configuration import schema_config
 from .geometry import (
     covariance_from_ellipse,
     local_offsets,
@@ -46,19 +46,19 @@ log = logging.getLogger(__name__)
 FREQUENCY_HZ = 1.28e9
 
 
-@dataclass(frozen=True)
+@schema_config("simulate", ignore=("activate", "fields", "catalogue"))
 class SimulationConfig:
-    """Config ``simulate`` (without the list of fields)."""
+    """Config ``simulate`` without the list of fields (defaults from the schema)."""
 
-    size: int = 1200
-    pixel_arcsec: float = 3.0
-    beam_arcsec: float = 7.5
-    noise_ujy: float = 5.0
-    pb_fwhm_deg: float = 1.13
-    pb_cut: float = 0.1
-    n_point: int = 400
-    n_extended: int = 60
-    planes: int = 3
+    size: int
+    pixel_arcsec: float
+    beam_arcsec: float
+    noise_ujy: float
+    pb_fwhm_deg: float
+    pb_cut: float
+    n_point: int
+    n_extended: int
+    planes: int = 3  # not a config key: the MGCLS cube layout (Stokes I, frequency, ...)
 
 
 def _wcs(ra: float, dec: float, config: SimulationConfig) -> WCS:
@@ -151,7 +151,28 @@ def simulate_field(image_path: str | Path, rms_path: str | Path, *, name: str, r
 def simulate_fields(fields: list[dict], config: SimulationConfig, images: dict[str, str | Path],
                     rms_maps: dict[str, str | Path], catalogue_path: str | Path,
                     truth_path: str | Path) -> pd.DataFrame:
-    """Simulate every field and write the joint catalogue (FITS) and truth (Parquet)."""
+    """Simulate every field and write the joint catalogue (FITS) and truth (Parquet).
+
+    Parameters
+    ----------
+    fields : list of dict
+        One per field: ``name``, centre ``ra`` and ``dec`` (deg), ``seed``.
+    config : SimulationConfig
+        Image size (pixels), pixel and beam size (arcsec), noise (uJy/beam),
+        primary beam FWHM (deg) and cut, source counts.
+    images, rms_maps : dict of str to str or Path
+        Field name -> the MGCLS-format cube and its rms map written (FITS, Jy/beam).
+    catalogue_path : str or Path
+        The joint catalogue in the MGCLS columns (FITS table with units:
+        mJy, arcsec, deg).
+    truth_path : str or Path
+        The same sources with their 0-based pixel positions (Parquet).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The truth table.
+    """
     tables = []
     for index, spec in enumerate(fields):
         name = spec["name"]

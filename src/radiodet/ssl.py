@@ -54,7 +54,32 @@ def count_sources(manifest: pd.DataFrame, x: np.ndarray, y: np.ndarray) -> np.nd
 def build_ssl_table(manifest_paths: dict[str, str | Path], ownership_path: str | Path, sources_path: str | Path,
                     assignments_path: str | Path, views_dirs: dict[str, str | Path], output: str | Path, *,
                     snr_path: str | Path | None = None, min_snr: float | None = None) -> pd.DataFrame:
-    """Write ``crops.parquet`` (see the module docstring); returns it."""
+    """Write ``crops.parquet`` (see the module docstring); returns it.
+
+    Parameters
+    ----------
+    manifest_paths : dict of str to str or Path
+        Field name -> its cutout manifest (the crops; their WCS and pixel boxes).
+    ownership_path : str or Path
+        The index stage's ownership table: crops that another field owns are left out.
+    sources_path : str or Path
+        The ingest stage's Parquet (``ra``, ``dec`` in deg).
+    assignments_path : str or Path
+        The index stage's (source, cutout) pairs: the candidates counted.
+    views_dirs : dict of str to str or Path
+        Field name -> its views directory (the crops' NPY and PNG files).
+    output : str or Path
+        ``crops.parquet``; view paths in it are relative to its directory.
+    snr_path : str or Path, optional
+        The filter stage's table with ``snr`` per pair; needed with ``min_snr``.
+    min_snr : float, optional
+        Count only sources with at least this peak signal-to-noise.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The table written (:data:`SSL_COLUMNS`).
+    """
     output = Path(output)
     manifest = read_manifests(manifest_paths, ownership_path)
     pairs = pd.read_parquet(assignments_path)

@@ -19,7 +19,6 @@ data (y = 0), i.e. the images are stored unflipped and look upside down
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +35,7 @@ from astropy.visualization import (
 from PIL import Image
 
 from .atomic import atomic_directory, write_json
+from .configuration import schema_config
 from .errors import ConfigError
 from .logs import Progress
 
@@ -44,24 +44,16 @@ __all__ = ["ViewConfig", "field_interval", "scale", "write_views"]
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@schema_config("views")
 class ViewConfig:
-    """Options of the ``views`` config section."""
+    """Options of the ``views`` config section (defaults from the schema)."""
 
-    formats: tuple[str, ...] = ("png", "npy")
-    interval: str = "percentile"
-    percentiles: tuple[float, float] = (0.5, 99.5)
-    stretch: str = "asinh"
-    asinh_a: float = 0.1
-    log_a: float = 1000.0
-
-    @classmethod
-    def from_config(cls, section: dict) -> "ViewConfig":
-        """From the config's ``views`` mapping (lists become tuples)."""
-        options = dict(section)
-        options["formats"] = tuple(options.get("formats", cls.formats))
-        options["percentiles"] = tuple(options.get("percentiles", cls.percentiles))
-        return cls(**options)
+    formats: tuple[str, ...]
+    interval: str
+    percentiles: tuple[float, float]
+    stretch: str
+    asinh_a: float
+    log_a: float
 
 
 def field_interval(sample: np.ndarray, config: ViewConfig) -> tuple[float, float]:

@@ -8,7 +8,7 @@ with configure(snakemake.log[0]):
     plane = snakemake.params.plane
     predict_field(snakemake.input.model, snakemake.input.image, snakemake.input.sample, snakemake.output.catalogue,
                   snakemake.output.submission, snakemake.output.summary,
-                  config=PredictConfig.from_settings(snakemake.params.predict),
+                  config=PredictConfig.from_config(snakemake.params.predict),
                   views=ViewConfig.from_config(snakemake.params.views),
                   primary_beam=snakemake.input.get("primary_beam"),
                   plane=tuple(plane) if plane is not None else None)

@@ -168,7 +168,31 @@ def evaluate_coco(model: nn.Module, kind, coco_json: str | Path, detections_path
 def evaluate_model(model_path: str | Path, coco_json: str | Path, detections_path: str | Path,
                    metrics_path: str | Path, *, min_score: float = 0.05, n_sigma: float = 2.5,
                    device_name: str = "auto") -> dict:
-    """:func:`evaluate_coco` of a trained ``model.pth`` on one COCO split (the ``coco_eval`` rule)."""
+    """:func:`evaluate_coco` of a trained ``model.pth`` on one COCO split (the ``coco_eval`` rule).
+
+    Parameters
+    ----------
+    model_path : str or Path
+        A checkpoint written by :func:`radiodet.detector.train.train`.
+    coco_json : str or Path
+        The split's ``instances_<split>.json``.
+    detections_path : str or Path
+        COCO results JSON written (boxes in COCO pixel coordinates: the corner
+        of pixel (0, 0) at 0).
+    metrics_path : str or Path
+        JSON with pycocotools' mAP, mAP50 and the other summary figures.
+    min_score : float
+        Detections scored below this are dropped.
+    n_sigma : float
+        Box half-size in Gaussian sigmas, as the boxes stage draws them.
+    device_name : str
+        ``auto``, ``cpu`` or ``cuda``.
+
+    Returns
+    -------
+    dict
+        The metrics written.
+    """
     device = choose_device(device_name)
     model, settings = model_from_checkpoint(model_path)
     kind = kind_module(settings["network"]["kind"])

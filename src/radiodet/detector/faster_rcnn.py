@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, field
 
 import numpy as np
 import torch
@@ -26,6 +26,8 @@ from torch import nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+
+from ..configuration import schema_config
 
 __all__ = ["FasterRCNNConfig", "anchors_from_boxes", "build_model", "load_state_dict_adapting_channels",
            "model_scale", "resolve_config", "training_data", "validation_batches", "losses", "detect", "for_inference",
@@ -39,23 +41,28 @@ FPN_LEVELS = 5
 INPUT = "view"
 
 
-@dataclass
+@schema_config("model", "faster_rcnn", frozen=False, ignore=("normalise", "anchors"))
 class FasterRCNNConfig:
-    """What defines the network (stored in every checkpoint)."""
+    """What defines the network (stored in every checkpoint).
 
-    backbone: str = "resnet50"
-    norm: str = "group"
+    The keys of config ``model.faster_rcnn`` take their defaults from the
+    schema; the others are resolved from the training data
+    (:func:`resolve_config`) or fixed here.
+    """
+
+    backbone: str
+    norm: str
     num_classes: int = 3  # without background
-    min_size: int = 820
-    max_size: int = 1333
+    min_size: int
+    max_size: int
     image_mean: float = 0.5
     image_std: float = 0.25
     anchor_sizes: list[list[float]] = field(default_factory=lambda: [[16.0, 24.0]] * FPN_LEVELS)
     aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
     trainable_layers: int = 5
-    detections_per_image: int = 300
-    score_threshold: float = 0.05
-    nms_threshold: float = 0.5
+    detections_per_image: int
+    score_threshold: float
+    nms_threshold: float
     rpn_pre_nms_top_n_train: int = 2000
     rpn_post_nms_top_n_train: int = 2000
     rpn_pre_nms_top_n_test: int = 2000

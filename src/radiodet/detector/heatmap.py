@@ -26,12 +26,14 @@ for the bright end. Pixel coordinates are 0-based (pixel (i, j) is centred on
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..configuration import schema_config
 
 __all__ = ["HeatmapConfig", "HeatmapNet", "encode_input", "make_targets", "heatmap_loss", "decode", "build_model",
            "resolve_config", "training_data", "validation_batches", "losses", "detect", "for_inference", "INPUT",
@@ -43,22 +45,22 @@ MIN_SIZE_PX = 0.05
 HEAD_CHANNELS = {"heatmap": 1, "offset": 2, "log_flux": 1, "log_size": 2, "angle": 2}
 
 
-@dataclass
+@schema_config("model", "heatmap", frozen=False)
 class HeatmapConfig:
-    """What defines the network (stored in every checkpoint; config ``model``)."""
+    """What defines the network (stored in every checkpoint; config ``model.heatmap``, defaults from the schema)."""
 
-    num_classes: int = 3
-    width: int = 16           #: channels at full resolution (x2 per level down)
-    levels: int = 3           #: down-sampling steps (receptive field grows as 2^levels)
-    heatmap_sigma: float = 1.0  #: pixels, Gaussian bump of the heatmap targets
-    focal_alpha: float = 2.0
-    focal_beta: float = 4.0
+    num_classes: int = 3  #: not a config key: the number of COCO categories
+    width: int            #: channels at full resolution (x2 per level down)
+    levels: int           #: down-sampling steps (receptive field grows as 2^levels)
+    heatmap_sigma: float  #: pixels, Gaussian bump of the heatmap targets
+    focal_alpha: float
+    focal_beta: float
     #: loss weights of the regression heads
-    offset_weight: float = 1.0
-    flux_weight: float = 1.0
-    size_weight: float = 0.5
-    angle_weight: float = 0.5
-    class_weight: float = 0.2
+    offset_weight: float
+    flux_weight: float
+    size_weight: float
+    angle_weight: float
+    class_weight: float
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -265,12 +267,8 @@ INPUT = "snr"
 
 
 def resolve_config(settings: dict, train_json, num_classes: int) -> HeatmapConfig:
-    """The network's config from the ``model.heatmap`` settings."""
-    known = set(HeatmapConfig.__dataclass_fields__) - {"num_classes"}
-    unknown = sorted(set(settings) - known)
-    if unknown:
-        raise ValueError(f"model.heatmap: unknown setting(s) {unknown}; known: {sorted(known)}")
-    return HeatmapConfig(num_classes=num_classes, **settings)
+    """The network's config from the ``model.heatmap`` settings (an unknown key is a ConfigError naming it)."""
+    return HeatmapConfig.from_config({**settings, "num_classes": num_classes})
 
 
 def build_model(config: HeatmapConfig) -> HeatmapNet:

@@ -49,32 +49,34 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.linalg import spsolve
 from scipy.spatial import cKDTree
 
+from ..configuration import schema_config
+
 __all__ = ["MeasureConfig", "GaussianFits", "fit_sources", "linear_amplitudes", "stamp_radius", "render_models"]
 
 #: stamp radii (pixels) sources are grouped into; a group is fitted as one batch
 _RADII = (3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64)
 
 
-@dataclass(frozen=True)
+@schema_config("predict", "measure")
 class MeasureConfig:
-    """Config ``predict.measure``."""
+    """Config ``predict.measure`` (defaults from the schema)."""
 
     #: stamp half-size in units of the total (source + beam) sigma along the major axis
-    radius_sigmas: float = 3.0
+    radius_sigmas: float
     #: smallest and largest stamp half-size, pixels (stamps are 2 r + 1 pixels wide)
-    min_radius: int = 3
-    max_radius: int = 48
+    min_radius: int
+    max_radius: int
     #: peak SNR from which the position is fitted (below: held at the detection, the amplitude solved linearly)
-    position_snr: float = 5.0
+    position_snr: float
     #: peak SNR from which the shape is fitted freely (below it: held at the guess)
-    free_snr: float = 10.0
+    free_snr: float
     #: how far (pixels) a fitted position may move from the detection
-    max_shift: float = 1.5
+    max_shift: float
     #: fitted widths are kept at least this fraction of the beam's (per axis, sigma)
-    min_width: float = 0.7
-    iterations: int = 20
+    min_width: float
+    iterations: int
     #: fitting passes, each with every other source's current model subtracted first
-    deblend_passes: int = 2
+    deblend_passes: int
 
 
 @dataclass
@@ -310,7 +312,7 @@ def linear_amplitudes(image: np.ndarray, x, y, cov: np.ndarray, radius: np.ndarr
 
 
 def fit_sources(image: np.ndarray, x, y, noise, beam_cov: np.ndarray, *, shape_guess: np.ndarray | None = None,
-                background=0.0, config: MeasureConfig = MeasureConfig()) -> GaussianFits:
+                background=0.0, config: MeasureConfig | None = None) -> GaussianFits:
     """Fit an elliptical Gaussian to every source of ``image``, all at once.
 
     Parameters
@@ -329,6 +331,9 @@ def fit_sources(image: np.ndarray, x, y, noise, beam_cov: np.ndarray, *, shape_g
     background : float or array_like (N,)
         Background level (image unit) under each source, subtracted from its
         stamp.
+    config : MeasureConfig, optional
+        Fitting options (config ``predict.measure``); the schema's defaults
+        when omitted.
 
     Returns
     -------
@@ -336,6 +341,7 @@ def fit_sources(image: np.ndarray, x, y, noise, beam_cov: np.ndarray, *, shape_g
         Positions, peak brightness (image unit), total pixel covariance, SNR
         and flags for each source, in input order.
     """
+    config = config or MeasureConfig()
     x, y = np.asarray(x, float).ravel(), np.asarray(y, float).ravel()
     n = x.size
     noise = np.broadcast_to(np.asarray(noise, float), (n,)).copy()

@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +42,7 @@ from torchvision.ops import batched_nms
 
 from ..atomic import write_json
 from ..catalogues.sdc1 import write_submission
+from ..configuration import schema_config
 from ..geometry import (
     covariance_from_ellipse,
     deconvolve,
@@ -67,32 +67,20 @@ __all__ = ["PredictConfig", "tile_cores", "detect_field", "measure_detections", 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@schema_config("predict", nested={"measure": MeasureConfig})
 class PredictConfig:
-    """Config ``predict`` (see the schema for each key)."""
+    """Config ``predict`` (the schema documents each key and holds the defaults)."""
 
-    tile: int = 512
-    min_overlap: int = 48
-    batch_size: int = 4
-    min_score: float = 0.05
-    nms_iou: float = 0.3
-    workers: int = 1
-    band_rows: int = 1024
-    fit_snr: float = 20.0
-    coco_score_threshold: float = 0.05
-    measure: MeasureConfig = field(default_factory=MeasureConfig)
-
-    @classmethod
-    def from_settings(cls, settings: dict) -> "PredictConfig":
-        """From the config's ``predict`` section; an unknown key is an error naming it."""
-        settings = dict(settings)
-        measure = settings.pop("measure", {}) or {}
-        for name, known, given in (("predict", {f.name for f in fields(cls)} - {"measure"}, settings),
-                                   ("predict.measure", set(MeasureConfig.__dataclass_fields__), measure)):
-            unknown = sorted(set(given) - known)
-            if unknown:
-                raise ValueError(f"{name}: unknown setting(s) {unknown}; known: {sorted(known)}")
-        return cls(**settings, measure=MeasureConfig(**measure))
+    tile: int
+    min_overlap: int
+    batch_size: int
+    min_score: float
+    nms_iou: float
+    workers: int
+    band_rows: int
+    fit_snr: float
+    coco_score_threshold: float
+    measure: MeasureConfig
 
 
 def tile_cores(starts: list[int], size: int, length: int) -> list[tuple[float, float]]:
@@ -457,7 +445,7 @@ def main(argv=None) -> dict:
         region = tuple(int(v) for v in args.region.split(",")) if args.region else None
         return predict_field(args.model, args.image, sample, out.with_suffix(".parquet"),
                              out.with_suffix(".sdc1.txt"), out.with_suffix(".json"),
-                             config=PredictConfig.from_settings(json.loads(args.config_json)),
+                             config=PredictConfig.from_config(json.loads(args.config_json)),
                              views=ViewConfig.from_config(json.loads(args.views_json)),
                              primary_beam=args.primary_beam, device_name=args.device, region=region)
 

@@ -31,7 +31,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..atomic import atomic_path, write_json
+from ..configuration import schema_config
 from ..geometry import pixel_covariance
 from .checkpoints import (
     CheckpointError,
@@ -67,37 +68,28 @@ __all__ = ["TrainConfig", "ValSelection", "get_args_parser", "main", "train", "m
 log = logging.getLogger("radiodet.detector.train")
 
 
-@dataclass
+@schema_config("train", frozen=False, ignore=("activate",))
 class TrainConfig:
-    """Optimisation settings (config ``train``; the schema documents each key)."""
+    """Optimisation settings (config ``train``; the schema documents each key and holds the defaults)."""
 
-    epochs: int = 12
-    batch_size: int = 2              # images (or crops) per process and step
-    optimizer: str = "sgd"           # sgd | adamw
-    lr: float = 0.01                 # for the whole batch over all processes
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    warmup_steps: int = 100
-    grad_clip: float = 10.0
-    amp: bool = True                 # mixed precision, on GPU only
-    seed: int = 42
-    workers: int = 2
-    max_steps: int | None = None     # stop early (tiny budgets in tests)
-    keep_checkpoints: int = 2
-    crop: int = 128                  # heatmap: crop side (pixels)
-    crops_per_image: int = 8         # heatmap: crops per cutout and epoch
-    label_min_snr: float | None = None  # heatmap: fainter annotations are ignored, not labels
-    select_on_val: bool = True       # model.pth = the epoch with the lowest val loss (models that give one)
-    patience: int | None = None      # stop after this many epochs without a lower val loss
-
-    @classmethod
-    def from_settings(cls, settings: dict) -> "TrainConfig":
-        """From the config's ``train`` section; an unknown key is an error naming it."""
-        settings = {k: v for k, v in settings.items() if k != "activate"}
-        unknown = sorted(set(settings) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"train: unknown setting(s) {unknown}; known: {sorted(cls.__dataclass_fields__)}")
-        return cls(**settings)
+    epochs: int
+    batch_size: int              # images (or crops) per process and step
+    optimizer: str               # sgd | adamw
+    lr: float                    # for the whole batch over all processes
+    momentum: float
+    weight_decay: float
+    warmup_steps: int
+    grad_clip: float
+    amp: bool                    # mixed precision, on GPU only
+    seed: int
+    workers: int
+    max_steps: int | None        # stop early (tiny budgets in tests)
+    keep_checkpoints: int
+    crop: int                    # heatmap: crop side (pixels)
+    crops_per_image: int         # heatmap: crops per cutout and epoch
+    label_min_snr: float | None  # heatmap: fainter annotations are ignored, not labels
+    select_on_val: bool          # model.pth = the epoch with the lowest val loss (models that give one)
+    patience: int | None         # stop after this many epochs without a lower val loss
 
 
 def _optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
@@ -427,7 +419,7 @@ _MODEL_DEFAULTS = {"kind": "heatmap", "init_checkpoint": None, "heatmap": {}}
 def main(args: argparse.Namespace) -> dict:
     options = json.loads(args.config_json)
     model_settings = {**_MODEL_DEFAULTS, **options.get("model", {})}
-    config = TrainConfig.from_settings(options.get("train", {}))
+    config = TrainConfig.from_config(options.get("train", {}))
     return train(args.train_json, args.out_dir, model_settings=model_settings, config=config,
                  val_json=args.val_json, device_name=args.device, debug_dir=args.debug_dir)
 
