@@ -393,3 +393,44 @@ def test_val_selection_keeps_the_lowest_and_stops_after_patience():
     assert (selection.best_epoch, selection.best_loss) == (3, 1.9)
     resumed = ValSelection(selection.as_dict(), patience=2)  # as restored from a checkpoint
     assert resumed.update(6, {"loss": 1.95}) == (False, True)
+
+
+# A parent that starts a child in a session of its own (as torchrun does), prints the
+# child's pid and sleeps; the child asks to die with its parent (or not) and sleeps.
+_ORPHAN = """
+import os, subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import sys, time\\nif sys.argv[1] == '1':\\n"
+                          "    from radiodet.detector.distributed import die_with_parent; die_with_parent()\\n"
+                          "print('ready', flush=True); time.sleep(60)", sys.argv[1]],
+                         start_new_session=True, stdout=subprocess.PIPE, text=True)
+child.stdout.readline()
+print(child.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("asks", [True, False])
+def test_a_worker_in_its_own_session_dies_with_its_killed_parent_when_it_asks(asks):
+    import signal
+    import time
+
+    parent = subprocess.Popen([sys.executable, "-c", _ORPHAN, "1" if asks else "0"], stdout=subprocess.PIPE,
+                              text=True)
+    child = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline and _running(child):
+        time.sleep(0.05)
+    alive = _running(child)
+    if alive:
+        os.kill(child, signal.SIGKILL)
+    assert alive is not asks

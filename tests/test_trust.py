@@ -239,41 +239,34 @@ def test_a_killed_private_server_is_started_again(postgis_url, caplog):
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _index_run(workdir, *extra):
-    return subprocess.Popen(SNAKEMAKE + ["--directory", str(workdir), "--cores", "1", "--until", "index",
-                                         "--configfile", str(workdir / "config" / "config.yaml"), *extra],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV,
-                            start_new_session=True)
+def test_a_full_file_system_names_the_output_and_leaves_nothing(tmp_path):
+    """ENOSPC from any writer (plain files, pyarrow, a file inside an atomic directory) becomes
+    NoSpaceError naming the destination, after the partial output is removed."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
+    from radiodet.atomic import atomic_directory, atomic_path
+    from radiodet.errors import NoSpaceError
 
-def test_the_index_job_killed_at_any_moment_reruns_to_the_same_assignments(scratch_copy):
-    """SIGKILL to the workflow's process group at 10 moments of the index job (4 in its first second,
-    during the private cluster's initdb and start-up), then `--unlock` and the same command."""
-    results = scratch_copy / "results" / "sdc1-demo"
-    clean = _index_run(scratch_copy)
-    assert clean.wait(timeout=600) == 0, clean.stderr.read()[-3000:]
-    reference = pd.read_parquet(results / "index" / "assignments.parquet")
-    reference = reference.sort_values(["source_id", "cutout_id"]).reset_index(drop=True)
-    assert len(reference) > 5000
-    index_log = results / "logs" / "index.log"
-    for delay in (0.0, 0.3, 0.6, 0.9, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0):
-        if delay < 1.0:  # the first second: a cluster that is being made
-            shutil.rmtree(scratch_copy / "results" / "postgis", ignore_errors=True)
-        index_log.unlink(missing_ok=True)
-        run = _index_run(scratch_copy, "--forcerun", "index")
-        deadline = time.monotonic() + 120
-        while not index_log.exists() and run.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(delay)
-        os.killpg(run.pid, signal.SIGKILL)
-        run.wait()
-        subprocess.run(["pkill", "-9", "-f", str(scratch_copy / "results" / "postgis")], capture_output=True)
-        unlock = subprocess.run(SNAKEMAKE + ["--directory", str(scratch_copy), "--unlock", "--configfile",
-                                             str(scratch_copy / "config" / "config.yaml")],
-                                capture_output=True, text=True, env=ENV, timeout=300)
-        assert unlock.returncode == 0, unlock.stderr[-2000:]
-        rerun = _index_run(scratch_copy, "--rerun-incomplete")
-        assert rerun.wait(timeout=600) == 0, f"rerun after a kill at {delay} s: {rerun.stderr.read()[-3000:]}"
-        again = pd.read_parquet(results / "index" / "assignments.parquet")
-        pd.testing.assert_frame_equal(again.sort_values(["source_id", "cutout_id"]).reset_index(drop=True),
-                                      reference)
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (make test runs as root in CI)")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], check=True)
+    try:
+        with pytest.raises(NoSpaceError, match=r"coco: no space left on the device while writing it "
+                                               r"\(its instances_train.json\)"):
+            with atomic_directory(disk / "coco") as scratch:
+                with atomic_path(scratch / "instances_train.json") as tmp:
+                    tmp.write_bytes(bytes(200_000))
+        with pytest.raises(NoSpaceError, match=r"x.parquet: no space left on the device") as caught:
+            with atomic_path(disk / "x.parquet") as tmp:
+                pq.write_table(pa.table({"a": np.random.default_rng(1).random(100_000)}), tmp)
+        assert caught.value.path == str(disk / "x.parquet") and "run the same command again" in str(caught.value)
+        assert list(disk.iterdir()) == []
+        with atomic_path(disk / "small.txt") as tmp:  # what fits is written as ever
+            tmp.write_text("fits")
+        assert (disk / "small.txt").read_text() == "fits"
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)

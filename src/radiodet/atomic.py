@@ -4,12 +4,16 @@ Every writer in this package goes through :func:`atomic_path`: the data are
 written to a temporary name in the destination directory and renamed over the
 destination only when the writer returned without error (``os.replace`` is
 atomic on POSIX file systems, including the parallel file systems of clusters
-for a rename inside one directory).
+for a rename inside one directory). A write that fails because the file
+system is full (or the quota is used up) is raised as
+:class:`radiodet.errors.NoSpaceError`, naming the output, after the partial
+output is removed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -17,7 +21,39 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from .errors import NoSpaceError
+
 __all__ = ["atomic_path", "atomic_directory", "write_json", "write_text", "remove_stale_temporaries"]
+
+
+#: what a full file system (or a used-up quota) looks like, as an errno or in the
+#: message of writers that drop the errno (pyarrow's "Error writing bytes to file")
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_FULL_MESSAGES = ("no space left on device", "disk quota exceeded")
+
+
+def _out_of_space(exc: OSError) -> bool:
+    return exc.errno in _FULL_ERRNOS or any(m in str(exc).lower() for m in _FULL_MESSAGES)
+
+
+@contextlib.contextmanager
+def _naming_a_full_disk(path: Path, scratch: Path | None = None) -> Iterator[None]:
+    """Turn a write error of a full file system into :class:`NoSpaceError` naming ``path``.
+
+    A writer's output inside the ``scratch`` directory of an atomic directory
+    is named as a part of the directory's destination, not by its temporary
+    name, which is gone by the time a user reads the message.
+    """
+    try:
+        yield
+    except NoSpaceError as exc:
+        if scratch is not None and Path(exc.path).is_relative_to(scratch):
+            raise NoSpaceError(path, exc.cause, part=str(Path(exc.path).relative_to(scratch))) from exc.cause
+        raise
+    except OSError as exc:
+        if _out_of_space(exc):
+            raise NoSpaceError(path, exc) from exc
+        raise
 
 
 def remove_stale_temporaries(path: Path) -> None:
@@ -54,9 +90,10 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        os.chmod(tmp_path, 0o644)
-        os.replace(tmp_path, path)
+        with _naming_a_full_disk(path):
+            yield tmp_path
+            os.chmod(tmp_path, 0o644)
+            os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -78,14 +115,15 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(old, path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmpdir", dir=path.parent))
     try:
-        yield tmp
-        os.chmod(tmp, 0o755)
-        if path.exists():
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, path)
+        with _naming_a_full_disk(path, tmp):
+            yield tmp
+            os.chmod(tmp, 0o755)
+            if path.exists():
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old)
+            else:
+                os.replace(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
-__all__ = ["InputError", "CatalogueError", "ImageError", "ConfigError"]
+__all__ = ["InputError", "CatalogueError", "ImageError", "ConfigError", "NoSpaceError"]
 
 
 class InputError(ValueError):
@@ -33,3 +34,26 @@ class ImageError(InputError):
 
 class ConfigError(ValueError):
     """A configuration the workflow cannot run with; the message names the key."""
+
+
+class NoSpaceError(OSError):
+    """An output that could not be written: the file system is full (or the quota used up).
+
+    The message names the output, says "no space left" and what to do; the
+    partial output has been removed by the time it is raised.
+    """
+
+    def __init__(self, path: str | Path, cause: OSError, *, part: str | None = None):
+        path = Path(path)
+        self.cause, self.part = cause, part
+        mount = path.resolve().parent
+        while not mount.is_mount() and mount != mount.parent:
+            mount = mount.parent
+        quota = getattr(cause, "errno", None) == errno.EDQUOT or "quota" in str(cause).lower()
+        what = "disk quota exceeded" if quota else "no space left on the device"
+        self.path = str(path)
+        super().__init__(cause.errno or errno.ENOSPC,
+                         f"{path}: {what} while writing it{f' (its {part})' if part else ''} (file system "
+                         f"{mount}); nothing was written there "
+                         f"(the partial output is removed). Free space there, or point the results at a larger "
+                         f"file system, and run the same command again ({cause})")

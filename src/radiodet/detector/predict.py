@@ -57,7 +57,7 @@ from ..logs import Progress
 from ..schema import SOURCE_COLUMNS, write_parquet
 from ..tiling import axis_starts
 from ..views import ViewConfig, field_interval, scale
-from .distributed import choose_device
+from .distributed import choose_device, worker_dies_with_parent
 from .measure import MeasureConfig, fit_sources
 from .models import kind_module, model_from_checkpoint, pad_to_multiple
 
@@ -164,7 +164,7 @@ def detect_field(model, kind, image_path: str | Path, *, config: PredictConfig, 
     x_cores = dict(zip(xs, tile_cores([x - rx0 for x in xs], size, rx1 - rx0)))
     y_cores = dict(zip(ys, tile_cores([y - ry0 for y in ys], size, ry1 - ry0)))
     bands = _Bands(image_path, plane, ys, xs, size, kind.INPUT, view)
-    loader = DataLoader(bands, batch_size=None, num_workers=config.workers)
+    loader = DataLoader(bands, batch_size=None, num_workers=config.workers, worker_init_fn=worker_dies_with_parent)
     multiple = getattr(model, "stride_multiple", 1)
     frames = []
     progress = Progress(f"detection in {image_path.name}", len(xs) * len(ys), unit="tiles")

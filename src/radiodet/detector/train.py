@@ -40,7 +40,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..atomic import atomic_path, write_json
-from ..configuration import schema_config
+from ..configuration import schema_config, section_defaults
 from ..geometry import pixel_covariance
 from .checkpoints import (
     CheckpointError,
@@ -55,10 +55,12 @@ from .data import EpochSampler, read_coco
 from .distributed import (
     barrier,
     choose_device,
+    die_with_launcher,
     init_distributed,
     is_main,
     seed_everything,
     shutdown,
+    worker_dies_with_parent,
 )
 from .engine import train_one_epoch, validation_loss
 from .models import build_from_settings, kind_module
@@ -225,7 +227,8 @@ def train(train_json: str | Path, out_dir: str | Path, *, model_settings: dict, 
     sampler = EpochSampler(DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=config.seed))
     loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, collate_fn=collate,
                         num_workers=config.workers, pin_memory=device.type == "cuda",
-                        persistent_workers=config.workers > 0, drop_last=False)
+                        persistent_workers=config.workers > 0, drop_last=False,
+                        worker_init_fn=worker_dies_with_parent)
     steps_per_epoch = max(1, len(loader))
     total_steps = config.epochs * steps_per_epoch  # the schedule ignores max_steps (a stop, not a plan)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, total_steps))
@@ -235,6 +238,8 @@ def train(train_json: str | Path, out_dir: str | Path, *, model_settings: dict, 
     start_epoch, step = 0, 0
     last = latest_checkpoint(checkpoints)
     state = None
+    if last is None and is_main(rank):
+        log.info("no epoch checkpoint in %s: training starts from epoch 0", checkpoints)
     if last is not None:
         try:
             state = load_checkpoint(last)
@@ -413,18 +418,19 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_MODEL_DEFAULTS = {"kind": "heatmap", "init_checkpoint": None, "heatmap": {}}
-
-
 def main(args: argparse.Namespace) -> dict:
     options = json.loads(args.config_json)
-    model_settings = {**_MODEL_DEFAULTS, **options.get("model", {})}
+    # the schema's scalar defaults, and the chosen kind's section (its keys default in the kind's config class)
+    defaults = {k: v for k, v in section_defaults("model").items() if not isinstance(v, dict)}
+    model_settings = {**defaults, **options.get("model", {})}
+    model_settings.setdefault(model_settings["kind"], {})
     config = TrainConfig.from_config(options.get("train", {}))
     return train(args.train_json, args.out_dir, model_settings=model_settings, config=config,
                  val_json=args.val_json, device_name=args.device, debug_dir=args.debug_dir)
 
 
 if __name__ == "__main__":
+    die_with_launcher()
     cli_args = get_args_parser().parse_args()
     rank_env = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
     from ..logs import configure
