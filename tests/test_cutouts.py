@@ -132,6 +132,23 @@ def test_views_share_one_field_interval_and_keep_fits_row_order(tmp_path):
     assert (tmp_path / "views" / "scaling.json").exists()
 
 
+def test_views_written_by_several_processes_equal_one_process_byte_for_byte(tmp_path, monkeypatch):
+    import radiodet.views as views
+
+    data = gaussian_image(640, 320, [(20, 5, 50.0), (450, 260, 5.0)], noise=1.0)
+    image = write_image(tmp_path / "img.fits", data, sky_header(640, 320))
+    _cut(tmp_path, image, config=CutoutConfig(size=40))  # 128 cutouts
+    monkeypatch.setattr(views, "_CHUNK", 10)  # 13 tasks over 2 processes
+    config = ViewConfig()
+    assert write_views(tmp_path / "manifest.parquet", tmp_path / "sample.npy", tmp_path / "one", config) == 128
+    assert write_views(tmp_path / "manifest.parquet", tmp_path / "sample.npy", tmp_path / "two", config,
+                       workers=2) == 128
+    names = sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert len(names) == 2 * 128 + 1 and names == sorted(p.name for p in (tmp_path / "two").iterdir())
+    for name in names:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+
+
 def test_band_reads_match_the_memory_map_for_every_plane_of_a_cube(tmp_path):
     from radiodet.images import open_image
 

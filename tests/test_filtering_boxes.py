@@ -148,3 +148,24 @@ def test_sample_image_bilinear_and_nearest(tmp_path):
     np.testing.assert_allclose(sample_image(path, ra, dec), [37.5, 9.0, 39.4], atol=1e-6)
     ra, dec = WCS(header).pixel_to_world_values([2.4, 9.4, 3.4], [3.6, 0.0, 3.4])
     np.testing.assert_allclose(sample_image(path, ra, dec, order=0), [42.0, 9.0, 33.0])
+
+
+def test_segmentation_polygons_lie_on_the_n_sigma_ellipse_and_are_clipped_to_the_image():
+    from radiodet.coco import ellipse_polygon, ellipse_polygons
+
+    # FWHM 4 and 2 px at 30 deg from +x towards +y, 2.5 sigma: semi-axes 2.5 * FWHM / 2.3548
+    n_sigma, fwhm_to_sigma = 2.5, 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+    a, b = 4.0 * fwhm_to_sigma * n_sigma, 2.0 * fwhm_to_sigma * n_sigma
+    inside, edge, outside = ellipse_polygons([50.0, 0.5, -40.0], [50.0, 10.0, 10.0], [4.0] * 3, [2.0] * 3,
+                                             [30.0] * 3, n_sigma, 100, 100)
+    xy = np.asarray(inside).reshape(-1, 2) - 50.0
+    angle = np.deg2rad(30.0)
+    u = xy[:, 0] * np.cos(angle) + xy[:, 1] * np.sin(angle)
+    v = -xy[:, 0] * np.sin(angle) + xy[:, 1] * np.cos(angle)
+    assert len(xy) == 24
+    np.testing.assert_allclose((u / a) ** 2 + (v / b) ** 2, 1.0, atol=2e-3)  # vertices rounded to 1e-3 px
+    cut = np.asarray(edge).reshape(-1, 2)
+    assert cut[:, 0].min() == 0.0 and cut[:, 0].max() < 0.5 + a
+    assert outside == []
+    # the one-ellipse form is the same computation
+    assert ellipse_polygon(0.5, 10.0, 4.0, 2.0, 30.0, n_sigma, 100, 100) == edge

@@ -110,6 +110,66 @@ def test_reindexing_never_duplicates_rows(field_across_ra_zero, engine):
     assert sum("cutouts USING gist" in i and "footprint" in i for i in indexes) == 1
 
 
+def _partitions(conn, schema: str, table: str) -> dict[str, str]:
+    """Partition name -> its bound, of ``schema.table``."""
+    return dict(conn.execute(sa.text(
+        "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits AS i "
+        "JOIN pg_class AS c ON c.oid = i.inhrelid JOIN pg_class AS p ON p.oid = i.inhparent "
+        "JOIN pg_namespace AS n ON n.oid = p.relnamespace WHERE n.nspname = :s AND p.relname = :t"),
+        {"s": schema, "t": table}).fetchall())
+
+
+def test_each_survey_is_a_partition_with_its_indexes_and_reindexing_one_keeps_the_others(
+        field_across_ra_zero, engine):
+    _, manifest_path, sources = field_across_ra_zero
+    cutouts, _ = _footprints([manifest_path], 2.0)
+    first, _ = load_and_assign(engine, sources, cutouts, survey="alpha", schema="radiodet_parts")
+    load_and_assign(engine, sources.iloc[:100], cutouts, survey="beta.2", schema="radiodet_parts")
+    again, _ = load_and_assign(engine, sources, cutouts, survey="alpha", schema="radiodet_parts")
+    pd.testing.assert_frame_equal(first, again)
+    with engine.connect() as conn:
+        counts = dict(conn.execute(sa.text(
+            "SELECT survey, count(*) FROM radiodet_parts.sources GROUP BY survey")).fetchall())
+        assert counts == {"alpha": len(sources), "beta.2": 100}
+        for table in ("sources", "assignments"):
+            parts = _partitions(conn, "radiodet_parts", table)
+            assert sorted(parts.values()) == ["FOR VALUES IN ('alpha')", "FOR VALUES IN ('beta.2')"]
+        indexes = conn.execute(sa.text(
+            "SELECT tablename, indexdef FROM pg_indexes WHERE schemaname = 'radiodet_parts'")).fetchall()
+        for part in _partitions(conn, "radiodet_parts", "sources"):
+            defs = [d for t, d in indexes if t == part]
+            assert any("USING gist (\"position\")" in d for d in defs) and any("UNIQUE" in d for d in defs), defs
+        # the planner finds a survey's sources through its partition's GiST index
+        plan = "\n".join(r[0] for r in conn.execute(sa.text(
+            "EXPLAIN SELECT count(*) FROM radiodet_parts.sources WHERE survey = 'alpha' AND "
+            "ST_DWithin(position, ST_GeogFromText('SRID=4326;POINT(0 -30)'), 10)")))
+        assert "Index" in plan and "beta" not in plan, plan
+    with pytest.raises(ConfigError, match="survey"):
+        load_and_assign(engine, sources, cutouts, survey="x'; DROP TABLE y; --", schema="radiodet_parts")
+
+
+def test_tables_of_the_unpartitioned_layout_are_replaced_with_a_warning(field_across_ra_zero, engine, caplog):
+    _, manifest_path, sources = field_across_ra_zero
+    cutouts, _ = _footprints([manifest_path], 2.0)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS postgis; DROP SCHEMA IF EXISTS radiodet_old CASCADE; "
+                             "CREATE SCHEMA radiodet_old; CREATE TABLE radiodet_old.sources (survey text, "
+                             "source_id bigint, ra float8, dec float8, position geography(POINT, 4326), "
+                             "PRIMARY KEY (survey, source_id)); CREATE TABLE radiodet_old.assignments "
+                             "(survey text, source_id bigint, cutout_id text, PRIMARY KEY (survey, source_id, "
+                             "cutout_id)); INSERT INTO radiodet_old.sources VALUES ('old', 1, 0, 0, NULL)"))
+    with caplog.at_level("WARNING", logger="radiodet.index"):
+        assigned, _ = load_and_assign(engine, sources, cutouts, survey="new", schema="radiodet_old")
+    assert "earlier version" in caplog.text and "assignments and sources" in caplog.text
+    assert len(assigned) > 0
+    with engine.connect() as conn:
+        kinds = dict(conn.execute(sa.text(
+            "SELECT c.relname, c.relkind FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'radiodet_old' AND c.relname IN ('sources', 'assignments')")).fetchall())
+        assert kinds == {"sources": "p", "assignments": "p"}
+        assert conn.execute(sa.text("SELECT count(*) FROM radiodet_old.sources WHERE survey = 'old'")).scalar() == 0
+
+
 def test_private_server_listens_on_a_private_socket_only(engine, postgis_url):
     with engine.connect() as conn:
         assert conn.execute(sa.text("SHOW listen_addresses")).scalar() == ""

@@ -34,37 +34,54 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from shapely.geometry import Polygon
-from shapely.geometry import box as shapely_box
+import shapely
 
 from .atomic import atomic_directory, write_json
 from .manifest import read_manifests
 from .tiling import SPLITS
 
-__all__ = ["ellipse_polygon", "build_coco", "write_coco"]
+__all__ = ["ellipse_polygon", "ellipse_polygons", "build_coco", "write_coco"]
 
 log = logging.getLogger(__name__)
 
 
-def ellipse_polygon(cx, cy, major_fwhm, minor_fwhm, angle_deg, n_sigma, width, height, *, vertices: int = 24):
-    """Flat [x1, y1, x2, y2, ...] of the n-sigma ellipse clipped to the image.
+def ellipse_polygons(cx, cy, major_fwhm, minor_fwhm, angle_deg, n_sigma, width, height, *,
+                     vertices: int = 24) -> list[list[float]]:
+    """For each ellipse, the flat [x1, y1, x2, y2, ...] of its n-sigma polygon clipped to its image.
 
-    ``major_fwhm``/``minor_fwhm`` in pixels, ``angle_deg`` of the major axis
-    from +x towards +y; all in COCO coordinates. Empty list if nothing is
-    inside the image.
+    ``cx``, ``cy`` (centres), ``major_fwhm``/``minor_fwhm`` (pixels) and
+    ``angle_deg`` (of the major axis from +x towards +y) in COCO coordinates,
+    one value per ellipse; ``width``, ``height`` of each one's image (or one
+    for all). An empty list where nothing is inside the image. Vertices are
+    rounded to 1e-3 px. All ellipses are computed and clipped at once (numpy
+    and shapely's vectorised GEOS calls).
     """
+    cx, cy, major, minor, angle = (np.asarray(v, dtype=float).ravel() for v in
+                                   (cx, cy, major_fwhm, minor_fwhm, angle_deg))
+    n = cx.size
+    width, height = (np.broadcast_to(np.asarray(v, dtype=float), (n,)) for v in (width, height))
     sigma_to_half = n_sigma / (2.0 * np.sqrt(2.0 * np.log(2.0)))
-    a, b = major_fwhm * sigma_to_half, minor_fwhm * sigma_to_half
+    a, b = (major * sigma_to_half)[:, None], (minor * sigma_to_half)[:, None]
     t = np.linspace(0.0, 2.0 * np.pi, vertices, endpoint=False)
-    c, s = np.cos(np.deg2rad(angle_deg)), np.sin(np.deg2rad(angle_deg))
-    xs = cx + a * np.cos(t) * c - b * np.sin(t) * s
-    ys = cy + a * np.cos(t) * s + b * np.sin(t) * c
+    cos_t, sin_t = np.cos(t), np.sin(t)
+    c, s = np.cos(np.deg2rad(angle))[:, None], np.sin(np.deg2rad(angle))[:, None]
+    xs = cx[:, None] + a * cos_t * c - b * sin_t * s
+    ys = cy[:, None] + a * cos_t * s + b * sin_t * c
     # convex polygon with a rectangle: a convex polygon, or a degenerate line/point
-    clipped = Polygon(np.column_stack([xs, ys])).intersection(shapely_box(0, 0, width, height))
-    if clipped.is_empty or clipped.geom_type != "Polygon":
-        return []
-    coords = np.asarray(clipped.exterior.coords)[:-1]
-    return [round(float(v), 3) for v in coords.ravel()]
+    clipped = shapely.intersection(shapely.polygons(np.stack([xs, ys], axis=-1)), shapely.box(0, 0, width, height))
+    polygon = (shapely.get_type_id(clipped) == shapely.GeometryType.POLYGON) & ~shapely.is_empty(clipped)
+    coords, owner = shapely.get_coordinates(shapely.get_exterior_ring(clipped[polygon]), return_index=True)
+    rings = np.split(coords, np.flatnonzero(np.diff(owner)) + 1) if len(coords) else []
+    out: list[list[float]] = [[] for _ in range(n)]
+    for i, ring in zip(np.flatnonzero(polygon), rings):
+        out[i] = [round(v, 3) for v in ring[:-1].ravel().tolist()]  # the ring's closing vertex dropped
+    return out
+
+
+def ellipse_polygon(cx, cy, major_fwhm, minor_fwhm, angle_deg, n_sigma, width, height, *, vertices: int = 24):
+    """:func:`ellipse_polygons` of one ellipse: its flat vertex list (empty if outside the image)."""
+    return ellipse_polygons([cx], [cy], [major_fwhm], [minor_fwhm], [angle_deg], n_sigma, width, height,
+                            vertices=vertices)[0]
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -86,8 +103,7 @@ def build_coco(split: str, manifest: pd.DataFrame, boxes: pd.DataFrame, classes:
     """
     images, annotations = [], []
     sub = manifest[manifest["split"] == split].sort_values(["field", "cutout_id"]).reset_index(drop=True)
-    by_cutout = {cid: g for cid, g in boxes[boxes["split"] == split].groupby("cutout_id", sort=True)}
-    annotation_id = 1
+    image_ids = {cutout_id: i for i, cutout_id in enumerate(sub["cutout_id"], start=1)}
     for image_id, row in enumerate(sub.itertuples(), start=1):
         record = {"id": image_id, "file_name": f"images/{split}/{row.cutout_id}.png", "width": int(row.width),
                   "height": int(row.height), "cutout_id": row.cutout_id, "field": row.field,
@@ -96,25 +112,32 @@ def build_coco(split: str, manifest: pd.DataFrame, boxes: pd.DataFrame, classes:
         if npy_prefix:
             record["npy_file"] = str(Path(npy_prefix[row.field]) / f"{row.cutout_id}.npy")
         images.append(record)
-        group = by_cutout.get(row.cutout_id)
-        if group is None:
-            continue
-        for box in group.sort_values("source_id").itertuples():
-            annotations.append({
-                "id": annotation_id, "image_id": image_id, "category_id": int(box.class_id),
-                "bbox": [round(float(v), 4) for v in (box.bbox_x, box.bbox_y, box.bbox_w, box.bbox_h)],
-                "area": round(float(box.bbox_w * box.bbox_h), 4), "iscrowd": 0,
-                "segmentation": [ellipse_polygon(box.x + 0.5, box.y + 0.5, box.ellipse_major, box.ellipse_minor,
-                                                 box.ellipse_angle, n_sigma, row.width, row.height)
-                                 if segmentation else []],
-                "source_id": int(box.source_id), "flux": float(box.flux), "snr": float(box.snr),
-                "ra": float(box.ra), "dec": float(box.dec),
-                "centre": [round(float(box.x) + 0.5, 4), round(float(box.y) + 0.5, 4)],
-                "intrinsic": [round(float(box.intrinsic_major), 4), round(float(box.intrinsic_minor), 4),
-                              round(float(box.intrinsic_angle), 3)],
-                "pb": round(float(box.pb), 6), "rms": float(box.rms),
-            })
-            annotation_id += 1
+    # annotations in image order, then by source id, as plain Python values (one pass, no per-image frames)
+    mine = boxes[(boxes["split"] == split) & boxes["cutout_id"].isin(image_ids)].copy()
+    mine["image_id"] = mine["cutout_id"].map(image_ids)
+    mine = mine.sort_values(["image_id", "source_id"], kind="stable").reset_index(drop=True)
+    sizes = sub.set_index("cutout_id").loc[mine["cutout_id"], ["width", "height"]].to_numpy()
+    polygons = (ellipse_polygons(mine["x"] + 0.5, mine["y"] + 0.5, mine["ellipse_major"], mine["ellipse_minor"],
+                                 mine["ellipse_angle"], n_sigma, sizes[:, 0], sizes[:, 1])
+                if segmentation and len(mine) else [[] for _ in range(len(mine))])
+    columns = {name: mine[name].tolist() for name in (
+        "image_id", "class_id", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "source_id", "flux", "snr", "ra", "dec",
+        "x", "y", "intrinsic_major", "intrinsic_minor", "intrinsic_angle", "pb", "rms")}
+    area = (mine["bbox_w"] * mine["bbox_h"]).tolist()
+    for k in range(len(mine)):
+        annotations.append({
+            "id": k + 1, "image_id": int(columns["image_id"][k]), "category_id": int(columns["class_id"][k]),
+            "bbox": [round(float(columns[c][k]), 4) for c in ("bbox_x", "bbox_y", "bbox_w", "bbox_h")],
+            "area": round(float(area[k]), 4), "iscrowd": 0,
+            "segmentation": [polygons[k]],
+            "source_id": int(columns["source_id"][k]), "flux": float(columns["flux"][k]),
+            "snr": float(columns["snr"][k]), "ra": float(columns["ra"][k]), "dec": float(columns["dec"][k]),
+            "centre": [round(float(columns["x"][k]) + 0.5, 4), round(float(columns["y"][k]) + 0.5, 4)],
+            "intrinsic": [round(float(columns["intrinsic_major"][k]), 4),
+                          round(float(columns["intrinsic_minor"][k]), 4),
+                          round(float(columns["intrinsic_angle"][k]), 3)],
+            "pb": round(float(columns["pb"][k]), 6), "rms": float(columns["rms"][k]),
+        })
     # drop polygons that clipped to nothing (keeps pycocotools happy)
     for ann in annotations:
         if not ann["segmentation"][0]:

@@ -296,6 +296,8 @@ def index_tables(schema: str) -> tuple[sa.MetaData, dict[str, sa.Table]]:
         sa.Column("field", sa.Text, primary_key=True),
         sa.Column("centre", Geography("POINT", srid=4326, spatial_index=False), nullable=False),
     )
+    # sources and assignments: one partition per survey, loaded without live
+    # indexes that are built once after the load (radiodet.index)
     sources = sa.Table(
         "sources", meta,
         sa.Column("survey", sa.Text, primary_key=True),
@@ -303,6 +305,7 @@ def index_tables(schema: str) -> tuple[sa.MetaData, dict[str, sa.Table]]:
         sa.Column("ra", sa.Float(53), nullable=False),
         sa.Column("dec", sa.Float(53), nullable=False),
         sa.Column("position", Geography("POINT", srid=4326, spatial_index=True), nullable=False),
+        postgresql_partition_by="LIST (survey)",
     )
     cutouts = sa.Table(
         "cutouts", meta,
@@ -321,6 +324,7 @@ def index_tables(schema: str) -> tuple[sa.MetaData, dict[str, sa.Table]]:
         sa.Column("survey", sa.Text, primary_key=True),
         sa.Column("source_id", sa.BigInteger, primary_key=True),
         sa.Column("cutout_id", sa.Text, primary_key=True),
+        postgresql_partition_by="LIST (survey)",
     )
     return meta, {"fields": fields, "sources": sources, "cutouts": cutouts, "assignments": assignments}
 

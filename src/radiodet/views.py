@@ -90,8 +90,26 @@ def scale(data: np.ndarray, vmin: float, vmax: float, config: ViewConfig) -> np.
     return _stretch(config)(normed, clip=True).astype(np.float32)
 
 
-def write_views(manifest_path: str | Path, sample_path: str | Path, out_dir: str | Path,
+def _write_some(parent: Path, rows: list[tuple[str, str]], out_dir: Path, vmin: float, vmax: float,
                 config: ViewConfig) -> int:
+    """Write the views of ``rows`` ((cutout file relative to ``parent``, cutout id)) into ``out_dir``."""
+    for file, cutout_id in rows:
+        data = fits.getdata(parent / file).astype(np.float32)
+        scaled = scale(data, vmin, vmax, config)
+        if "png" in config.formats:
+            Image.fromarray(np.round(scaled * 255).astype(np.uint8), mode="L").save(
+                out_dir / f"{cutout_id}.png", format="PNG")
+        if "npy" in config.formats:
+            np.save(out_dir / f"{cutout_id}.npy", scaled)
+    return len(rows)
+
+
+#: cutouts per task handed to a worker process (small enough for steady progress lines)
+_CHUNK = 256
+
+
+def write_views(manifest_path: str | Path, sample_path: str | Path, out_dir: str | Path,
+                config: ViewConfig, *, workers: int = 1) -> int:
     """Write ``<cutout_id>.png`` / ``.npy`` into the directory ``out_dir``.
 
     Parameters
@@ -105,6 +123,9 @@ def write_views(manifest_path: str | Path, sample_path: str | Path, out_dir: str
         The views directory (it appears atomically, complete).
     config : ViewConfig
         Formats, interval (percentile, zscale, minmax) and stretch.
+    workers : int
+        Processes writing views (the rule's threads); the files are the same
+        whatever the number.
 
     Returns
     -------
@@ -126,16 +147,23 @@ def write_views(manifest_path: str | Path, sample_path: str | Path, out_dir: str
     log.info("field interval %s: [%.4g, %.4g] (from %d sampled pixels), stretch %s", config.interval,
              vmin, vmax, sample.size, config.stretch)
     progress = Progress("views", len(manifest), unit="cutouts")
+    rows = list(zip(manifest["file"], manifest["cutout_id"]))
+    chunks = [rows[i:i + _CHUNK] for i in range(0, len(rows), _CHUNK)]
+    workers = max(1, min(int(workers), len(chunks)))
     with atomic_directory(out_dir) as tmp_dir:
-        for row in manifest.itertuples():
-            data = fits.getdata(manifest_path.parent / row.file).astype(np.float32)
-            scaled = scale(data, vmin, vmax, config)
-            if "png" in config.formats:
-                Image.fromarray(np.round(scaled * 255).astype(np.uint8), mode="L").save(
-                    tmp_dir / f"{row.cutout_id}.png", format="PNG")
-            if "npy" in config.formats:
-                np.save(tmp_dir / f"{row.cutout_id}.npy", scaled)
-            progress.advance()
+        if workers == 1:
+            for chunk in chunks:
+                progress.advance(_write_some(manifest_path.parent, chunk, tmp_dir, vmin, vmax, config))
+        else:
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+            from multiprocessing import get_context
+
+            log.info("views written by %d processes", workers)
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+                futures = [pool.submit(_write_some, manifest_path.parent, chunk, tmp_dir, vmin, vmax, config)
+                           for chunk in chunks]
+                for future in as_completed(futures):
+                    progress.advance(future.result())
         write_json(tmp_dir / "scaling.json", {
             "vmin": vmin, "vmax": vmax, "unit": "image BUNIT", "interval": config.interval,
             "percentiles": list(config.percentiles), "stretch": config.stretch, "asinh_a": config.asinh_a,

@@ -38,6 +38,7 @@ rule views:
         f"{RESULTS}/benchmarks/views/{{field}}.tsv"
     conda:
         "../envs/dataset.yaml"
+    threads: 2
     params:
         views=config["views"],
     script:
