@@ -73,6 +73,30 @@ def test_join_across_ra_zero_matches_pixel_arithmetic(field_across_ra_zero, post
     assert summary["pairs"] == len(expected)
 
 
+@pytest.mark.parametrize("dec0", [-89.97, 89.97])
+def test_join_of_a_field_around_a_pole_matches_pixel_arithmetic(dec0, postgis_url, tmp_path):
+    """The pole inside the image (every RA meets there); 2"/px, so the image is 0.22 x 0.17 deg."""
+    header = sky_header(400, 300, ra0=123.0, dec0=dec0, cdelt=2.0 / 3600)
+    image = write_image(tmp_path / "pole.fits", gaussian_image(400, 300, [], noise=1.0), header)
+    make_cutouts(image, tmp_path / "fits", tmp_path / "manifest.parquet", tmp_path / "sample.npy", field="pole",
+                 config=CutoutConfig(size=100))
+    wcs = WCS(header)
+    pole_x, pole_y = wcs.world_to_pixel_values(0.0, np.sign(dec0) * 90.0)
+    assert 0 < pole_x < 400 and 0 < pole_y < 300
+    rng = np.random.default_rng(6)
+    x, y = rng.uniform(-20, 420, 4000), rng.uniform(-20, 320, 4000)
+    ra, dec = wcs.pixel_to_world_values(x, y)
+    sources = pd.DataFrame({"source_id": np.arange(4000), "ra": np.mod(ra, 360.0), "dec": dec})
+    assert np.ptp(sources["ra"]) > 300  # every RA is there
+    sources.to_parquet(tmp_path / "sources.parquet")
+    build_index(tmp_path / "sources.parquet", [tmp_path / "manifest.parquet"], tmp_path / "a.parquet",
+                tmp_path / "a.json", survey="pole", database_url=postgis_url, private_dir=tmp_path / "unused",
+                margin_px=2.0)
+    got = pd.read_parquet(tmp_path / "a.parquet")
+    assert set(zip(got["source_id"].astype(int), got["cutout_id"])) == \
+        brute_force_assignment(sources, tmp_path / "manifest.parquet", 2.0)
+
+
 def test_sdc1_demo_join_matches_pixel_arithmetic(tmp_path, postgis_url):
     from radiodet.ingest import ingest
 
@@ -106,8 +130,8 @@ def test_reindexing_never_duplicates_rows(field_across_ra_zero, engine):
     with engine.connect() as conn:
         indexes = {r[0] for r in conn.execute(sa.text(
             "SELECT indexdef FROM pg_indexes WHERE schemaname = 'radiodet_test'"))}
-    assert sum("sources USING gist" in i and "position" in i for i in indexes) == 1
-    assert sum("cutouts USING gist" in i and "footprint" in i for i in indexes) == 1
+    assert sum("source_points USING gist" in i and "position" in i for i in indexes) == 1
+    assert sum("cutouts USING gist" in i and "plane_footprint" in i for i in indexes) == 1
 
 
 def _partitions(conn, schema: str, table: str) -> dict[str, str]:
@@ -131,18 +155,18 @@ def test_each_survey_is_a_partition_with_its_indexes_and_reindexing_one_keeps_th
         counts = dict(conn.execute(sa.text(
             "SELECT survey, count(*) FROM radiodet_parts.sources GROUP BY survey")).fetchall())
         assert counts == {"alpha": len(sources), "beta.2": 100}
-        for table in ("sources", "assignments"):
+        for table in ("sources", "source_points", "assignments"):
             parts = _partitions(conn, "radiodet_parts", table)
             assert sorted(parts.values()) == ["FOR VALUES IN ('alpha')", "FOR VALUES IN ('beta.2')"]
         indexes = conn.execute(sa.text(
             "SELECT tablename, indexdef FROM pg_indexes WHERE schemaname = 'radiodet_parts'")).fetchall()
-        for part in _partitions(conn, "radiodet_parts", "sources"):
+        for part in _partitions(conn, "radiodet_parts", "source_points"):
             defs = [d for t, d in indexes if t == part]
             assert any("USING gist (\"position\")" in d for d in defs) and any("UNIQUE" in d for d in defs), defs
-        # the planner finds a survey's sources through its partition's GiST index
+        # the planner finds a survey's points through its partition's GiST index
         plan = "\n".join(r[0] for r in conn.execute(sa.text(
-            "EXPLAIN SELECT count(*) FROM radiodet_parts.sources WHERE survey = 'alpha' AND "
-            "ST_DWithin(position, ST_GeogFromText('SRID=4326;POINT(0 -30)'), 10)")))
+            "EXPLAIN SELECT count(*) FROM radiodet_parts.source_points WHERE survey = 'alpha' AND "
+            "ST_DWithin(position, ST_MakePoint(0, 0), 10)")))
         assert "Index" in plan and "beta" not in plan, plan
     with pytest.raises(ConfigError, match="survey"):
         load_and_assign(engine, sources, cutouts, survey="x'; DROP TABLE y; --", schema="radiodet_parts")

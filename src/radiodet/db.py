@@ -36,7 +36,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
-from geoalchemy2 import Geography
+from geoalchemy2 import Geography, Geometry
 from sqlalchemy.engine import make_url
 
 from .errors import ConfigError
@@ -229,7 +229,10 @@ def private_server(root: str | Path, *, postgres_bin: str | None = None) -> Iter
             socket_dir = Path(tempfile.gettempdir()) / f"radiodet-pg-{digest}"
         _private_dir(socket_dir, runner)
         _initialise_cluster(root, datadir, bindir, runner)
-        options = f"-c listen_addresses='' -c unix_socket_directories='{socket_dir}' -c fsync=off"
+        # a scratch server for derived rows: no fsync, and minimal WAL, which lets the
+        # index stage's tables, created and loaded in one transaction, skip the WAL
+        options = (f"-c listen_addresses='' -c unix_socket_directories='{socket_dir}' -c fsync=off "
+                   "-c wal_level=minimal -c max_wal_senders=0")
         logfile = root / "server.log"
         if runner.as_root and not logfile.exists():
             logfile.touch(mode=0o600)
@@ -296,15 +299,25 @@ def index_tables(schema: str) -> tuple[sa.MetaData, dict[str, sa.Table]]:
         sa.Column("field", sa.Text, primary_key=True),
         sa.Column("centre", Geography("POINT", srid=4326, spatial_index=False), nullable=False),
     )
-    # sources and assignments: one partition per survey, loaded without live
-    # indexes that are built once after the load (radiodet.index)
+    # sources, source_points and assignments: one partition per survey, loaded
+    # without live indexes that are built once after the load (radiodet.index)
     sources = sa.Table(
         "sources", meta,
         sa.Column("survey", sa.Text, primary_key=True),
         sa.Column("source_id", sa.BigInteger, primary_key=True),
         sa.Column("ra", sa.Float(53), nullable=False),
         sa.Column("dec", sa.Float(53), nullable=False),
-        sa.Column("position", Geography("POINT", srid=4326, spatial_index=True), nullable=False),
+        # on the sky, for the user's own queries (no index: the join uses source_points)
+        sa.Column("position", Geography("POINT", srid=4326, spatial_index=False), nullable=False),
+        postgresql_partition_by="LIST (survey)",
+    )
+    # each source near a field, in that field's gnomonic plane (radiodet.index)
+    source_points = sa.Table(
+        "source_points", meta,
+        sa.Column("survey", sa.Text, primary_key=True),
+        sa.Column("field", sa.Text, primary_key=True),
+        sa.Column("source_id", sa.BigInteger, primary_key=True),
+        sa.Column("position", Geometry("POINT", srid=0, spatial_index=True), nullable=False),
         postgresql_partition_by="LIST (survey)",
     )
     cutouts = sa.Table(
@@ -317,6 +330,8 @@ def index_tables(schema: str) -> tuple[sa.MetaData, dict[str, sa.Table]]:
         sa.Column("footprint", Geography("POLYGON", srid=4326, spatial_index=True), nullable=False),
         # exact outer pixel edges: where the field has valid data
         sa.Column("extent", Geography("POLYGON", srid=4326, spatial_index=True), nullable=False),
+        # the footprint in its field's gnomonic plane: what the join uses
+        sa.Column("plane_footprint", Geometry("POLYGON", srid=0, spatial_index=True), nullable=True),
         sa.Column("owned", sa.Boolean, nullable=False, server_default=sa.true()),
     )
     assignments = sa.Table(
@@ -326,7 +341,8 @@ def index_tables(schema: str) -> tuple[sa.MetaData, dict[str, sa.Table]]:
         sa.Column("cutout_id", sa.Text, primary_key=True),
         postgresql_partition_by="LIST (survey)",
     )
-    return meta, {"fields": fields, "sources": sources, "cutouts": cutouts, "assignments": assignments}
+    return meta, {"fields": fields, "sources": sources, "source_points": source_points, "cutouts": cutouts,
+                  "assignments": assignments}
 
 
 def copy_rows(conn: sa.Connection, table: str, columns: list[str], frame: pd.DataFrame) -> None:

@@ -116,7 +116,9 @@ def local_offsets(ra0_deg, dec0_deg, ra1_deg, dec1_deg):
     """Offsets (east, north) in arcsec of position 1 seen from position 0.
 
     Exact tangent-plane (gnomonic) offsets, valid across RA = 0/360 and near
-    the poles; used over sub-arcminute steps only.
+    the poles, for positions less than 90 degrees apart: great circles map to
+    straight lines, so a sky polygon with great-circle edges maps to the
+    plane polygon of its projected vertices.
     """
     ra0, dec0, ra1, dec1 = (np.deg2rad(np.asarray(v, dtype=float)) for v in (ra0_deg, dec0_deg, ra1_deg, dec1_deg))
     dra = ra1 - ra0

@@ -156,10 +156,13 @@ def write_views(manifest_path: str | Path, sample_path: str | Path, out_dir: str
                 progress.advance(_write_some(manifest_path.parent, chunk, tmp_dir, vmin, vmax, config))
         else:
             from concurrent.futures import ProcessPoolExecutor, as_completed
-            from multiprocessing import get_context
+            from multiprocessing import get_all_start_methods, get_context
 
+            # fork: a spawned worker would re-run the calling script (a Snakemake
+            # script has no __main__ guard); the workers use numpy, astropy and PIL only
+            method = "fork" if "fork" in get_all_start_methods() else "spawn"
             log.info("views written by %d processes", workers)
-            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            with ProcessPoolExecutor(workers, mp_context=get_context(method)) as pool:
                 futures = [pool.submit(_write_some, manifest_path.parent, chunk, tmp_dir, vmin, vmax, config)
                            for chunk in chunks]
                 for future in as_completed(futures):
