@@ -1,7 +1,7 @@
 # The two commands of the README:
 #   make demo   set everything up, then run the workflow on the bundled SDC1 data
 #   make test   set everything up, then run the test suite
-# Other targets: setup, postgis, slurm, report, bench, bench-detector, lint, dryrun, clean.
+# Other targets: setup, postgis, slurm, report, bench, bench-fields, bench-detector, lint, dryrun, clean.
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 # the workflow's shell rules call tools of the venv (torchrun)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: demo test setup postgis slurm lint dryrun clean bench bench-detector report
+.PHONY: demo test setup postgis slurm lint dryrun clean bench bench-fields bench-detector report
 
 $(STAMP): requirements.txt requirements-torch.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -88,6 +88,13 @@ report: setup
 SCALES ?= --scale 1/16 --scale 1/4 --scale 1
 bench: setup
 	$(BIN)/python -m radiodet.bench_dataset $(SCALES) --workdir benchmarks
+
+# Hundreds of overlapping LoTSS-like mosaics (simulated, small): dry-run time and
+# DAG size of the whole workflow, then the dataset stages up to the index
+# (ownership and join). FIELDS=50 for a quick look.
+FIELDS ?= 200
+bench-fields: setup
+	$(BIN)/python -m radiodet.bench_fields --fields $(FIELDS) --workdir benchmarks
 
 # A trained detector (make demo's, or MODEL=...) over the full-size synthetic
 # field of `make bench` (32768^2 px, 5.25 M sources; generated once into

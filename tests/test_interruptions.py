@@ -182,8 +182,9 @@ def test_the_index_job_killed_at_any_moment_reruns_to_the_same_assignments():
         cold = flow.time_from(log_exists(index_log), *forced)
         index_log.unlink()
         warm = flow.time_from(log_exists(index_log), *forced)
-        moments = [(True, cold * f) for f in (0.0, 0.1, 0.2, 0.3, 0.45, 0.6, 0.75)]
-        moments += [(False, warm * f) for f in (0.15, 0.4, 0.65)]
+        # up to 0.6 of the measured span: a run may be a little faster than the one measured
+        moments = [(True, cold * f) for f in (0.0, 0.08, 0.16, 0.25, 0.35, 0.45, 0.6)]
+        moments += [(False, warm * f) for f in (0.1, 0.3, 0.5)]
         for fresh_cluster, delay in moments:
             if fresh_cluster:
                 shutil.rmtree(postgis, ignore_errors=True)
@@ -226,9 +227,13 @@ def test_the_coco_job_killed_at_three_moments_reruns_to_the_same_dataset(trained
     reference = _coco_content(coco_dir)
     assert reference["instances_train.json"]["annotations"]
     coco_log = trained.results / "logs" / "coco.log"
-    for delay in (0.0, 0.15, 0.3):
+    forced = ("--until", "coco", "--forcerun", "coco")
+    coco_log.unlink()
+    span = trained.time_from(log_exists(coco_log), *forced)
+    assert _coco_content(coco_dir) == reference  # a forced rerun writes the same
+    for delay in (0.0, 0.25 * span, 0.5 * span):
         coco_log.unlink(missing_ok=True)
-        trained.kill_at(log_exists(coco_log), delay, "--until", "coco", "--forcerun", "coco")
+        trained.kill_at(log_exists(coco_log), delay, *forced)
         trained.rerun_after_kill("--until", "coco")
         assert _coco_content(coco_dir) == reference, f"kill {delay} s after the coco log appeared"
         assert not list(coco_dir.parent.glob(".coco.*tmp*")), "a temporary of the killed writer is left"
