@@ -114,6 +114,7 @@ def engine(postgis_url):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Run the SLURM test last: once its daemons are stopped, every Snakemake start
-    waits ~9 s on squeue (the SLURM executor plugin probes it at import)."""
+    """Run the SLURM test last: while its daemons run (or were killed with their
+    configuration left behind), every Snakemake start waits on the SLURM
+    executor plugin's scontrol probe."""
     items.sort(key=lambda item: item.get_closest_marker("slurm") is not None)

@@ -104,9 +104,15 @@ def start(state: Path, *, timeout: float = 90.0) -> None:
 
 
 def stop() -> None:
-    """Stop the daemons these tests start (only when the configuration is ours)."""
+    """Stop the daemons these tests start and remove their configuration (only when it is ours).
+
+    A slurm.conf left behind with no controller running makes every later
+    ``scontrol`` wait ~9 s for one, and the SLURM executor plugin calls it at
+    each Snakemake start.
+    """
     if CONF.exists() and MARKER not in CONF.read_text():
         return
     for daemon in DAEMONS:
         subprocess.run(["pkill", "-x", daemon], capture_output=True)
     time.sleep(1)
+    CONF.unlink(missing_ok=True)

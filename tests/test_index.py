@@ -155,6 +155,12 @@ def test_each_survey_is_a_partition_with_its_indexes_and_reindexing_one_keeps_th
         counts = dict(conn.execute(sa.text(
             "SELECT survey, count(*) FROM radiodet_parts.sources GROUP BY survey")).fetchall())
         assert counts == {"alpha": len(sources), "beta.2": 100}
+        # the sky view: RA 359.9999 is geography longitude -0.0001, 0.0001 deg from RA 0.0001
+        near_zero = conn.execute(sa.text(
+            "SELECT ST_Distance(a.position, b.position, false) FROM radiodet_parts.sky_sources AS a, "
+            "radiodet_parts.sky_sources AS b WHERE a.survey = 'alpha' AND b.survey = 'alpha' "
+            "AND a.source_id = 90001 AND b.source_id = 90002")).scalar()
+        assert near_zero == pytest.approx(2e-4 * np.pi / 180 * 6371008.8 * np.cos(np.deg2rad(30)), rel=1e-2)
         for table in ("sources", "source_points", "assignments"):
             parts = _partitions(conn, "radiodet_parts", table)
             assert sorted(parts.values()) == ["FOR VALUES IN ('alpha')", "FOR VALUES IN ('beta.2')"]

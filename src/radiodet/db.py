@@ -32,6 +32,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -42,7 +43,7 @@ from sqlalchemy.engine import make_url
 from .errors import ConfigError
 
 __all__ = ["connection_url", "private_server", "engine_for", "validate_identifier", "DatabaseUnavailable",
-           "index_tables", "copy_rows", "copy_query"]
+           "index_tables", "copy_rows", "copy_query", "hex_ewkb_points"]
 
 log = logging.getLogger(__name__)
 
@@ -301,14 +302,13 @@ def index_tables(schema: str) -> tuple[sa.MetaData, dict[str, sa.Table]]:
     )
     # sources, source_points and assignments: one partition per survey, loaded
     # without live indexes that are built once after the load (radiodet.index)
+    # RA, Dec (deg); the view sky_sources adds their geography for a user's own queries
     sources = sa.Table(
         "sources", meta,
         sa.Column("survey", sa.Text, primary_key=True),
         sa.Column("source_id", sa.BigInteger, primary_key=True),
         sa.Column("ra", sa.Float(53), nullable=False),
         sa.Column("dec", sa.Float(53), nullable=False),
-        # on the sky, for the user's own queries (no index: the join uses source_points)
-        sa.Column("position", Geography("POINT", srid=4326, spatial_index=False), nullable=False),
         postgresql_partition_by="LIST (survey)",
     )
     # each source near a field, in that field's gnomonic plane (radiodet.index)
@@ -343,6 +343,16 @@ def index_tables(schema: str) -> tuple[sa.MetaData, dict[str, sa.Table]]:
     )
     return meta, {"fields": fields, "sources": sources, "source_points": source_points, "cutouts": cutouts,
                   "assignments": assignments}
+
+
+def hex_ewkb_points(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Planar points as hex WKB (little-endian, SRID 0), the text PostGIS reads into ``geometry``.
+
+    Lets COPY fill a geometry column directly, with no SQL pass over the rows.
+    """
+    records = np.empty(len(x), dtype=[("order", "u1"), ("type", "<u4"), ("x", "<f8"), ("y", "<f8")])
+    records["order"], records["type"], records["x"], records["y"] = 1, 1, x, y
+    return np.frombuffer(records.tobytes().hex().encode(), dtype="S42").astype(str)
 
 
 def copy_rows(conn: sa.Connection, table: str, columns: list[str], frame: pd.DataFrame) -> None:

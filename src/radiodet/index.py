@@ -49,10 +49,10 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from .atomic import write_json
-from .db import copy_query, copy_rows, database, index_tables, validate_identifier
+from .db import copy_query, copy_rows, database, hex_ewkb_points, index_tables, validate_identifier
 from .errors import ConfigError, InputError
 from .geometry import local_offsets, wrap_ra_difference
-from .manifest import field_shape, field_wcs, footprint
+from .manifest import field_shape, field_wcs, footprints
 from .schema import read_parquet_metadata, read_sources, write_parquet
 
 __all__ = ["ASSIGNMENT_COLUMNS", "OWNERSHIP_COLUMNS", "build_index", "load_and_assign", "field_centres"]
@@ -88,19 +88,24 @@ def _partition(table: str, survey: str) -> str:
     return f"{table}_{hashlib.sha1(survey.encode()).hexdigest()[:12]}"
 
 
-def _drop_unpartitioned(conn: sa.Connection, schema: str, q: str) -> None:
-    """Drop ``sources``/``assignments`` tables of the earlier, unpartitioned layout (with a warning)."""
+def _drop_old_layout(conn: sa.Connection, schema: str, q: str) -> None:
+    """Drop ``sources``/``assignments`` tables of an earlier layout (with a warning).
+
+    Earlier layouts: not partitioned by survey, or ``sources`` holding the
+    geography column the join once used.
+    """
     kinds = dict(conn.execute(sa.text(
         "SELECT c.relname, c.relkind FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
         "WHERE n.nspname = :schema AND c.relname IN ('sources', 'assignments')"), {"schema": schema}).fetchall())
-    old = [name for name in ("assignments", "sources") if kinds.get(name, "p") != "p"]
-    if "sources" not in old and kinds.get("sources") == "p":
-        # an earlier partitioned layout joined on the sources' geography (and indexed it): that index goes
-        conn.execute(sa.text(f"DROP INDEX IF EXISTS {q}.idx_sources_position"))
+    with_position = conn.execute(sa.text(
+        "SELECT count(*) FROM information_schema.columns WHERE table_schema = :schema AND table_name = 'sources' "
+        "AND column_name = 'position'"), {"schema": schema}).scalar()
+    old = [name for name in ("assignments", "sources") if kinds.get(name, "p") != "p"
+           or (name == "sources" and with_position)]
     if old:
-        log.warning("database schema %s: %s made by an earlier version (not partitioned by survey) dropped; "
-                    "they held only derived rows: rerun the index job of any other survey kept in this schema",
-                    schema, " and ".join(old))
+        log.warning("database schema %s: %s made by an earlier version dropped; they held only derived rows: "
+                    "rerun the index job of any other survey kept in this schema", schema, " and ".join(old))
+        conn.execute(sa.text(f"DROP VIEW IF EXISTS {q}.sky_sources"))
         conn.execute(sa.text(f"DROP TABLE {', '.join(f'{q}.{name}' for name in old)}"))
 
 
@@ -159,26 +164,29 @@ def _footprints(manifest_paths: list[Path], margin_px: float) -> tuple[pd.DataFr
         ny, nx = field_shape(path)
         ra0, dec0 = (float(v) for v in wcs.pixel_to_world_values((nx - 1) / 2, (ny - 1) / 2))
         shift = k * PLANE_STRIDE_ARCSEC
-        field_rows = []
-        for row in manifest.itertuples():
-            grown = footprint(wcs, row.x0 - margin_px, row.y0 - margin_px, row.x1 + margin_px, row.y1 + margin_px)
-            exact = footprint(wcs, row.x0, row.y0, row.x1, row.y1)
-            east, north = local_offsets(ra0, dec0, *grown)
-            field_rows.append([row.cutout_id, row.field, row.split, _wkt_polygon(*grown), _wkt_polygon(*exact),
-                               _plane_polygon(east + shift, north), float(_separation_deg(ra0, dec0, *grown).max())])
-            # corners (just inside the outer pixel edges) and centre
-            xs = np.array([row.x0 - 0.49, row.x1 - 0.51, row.x1 - 0.51, row.x0 - 0.49, (row.x0 + row.x1 - 1) / 2])
-            ys = np.array([row.y0 - 0.49, row.y0 - 0.49, row.y1 - 0.51, row.y1 - 0.51, (row.y0 + row.y1 - 1) / 2])
-            ra, dec = wcs.pixel_to_world_values(xs, ys)
-            points += [(row.cutout_id, row.field, float(lo), float(la)) for lo, la in zip(_lon(ra), dec)]
-        radius = max((r[-1] for r in field_rows), default=0.0)
+        x0, y0, x1, y1 = (manifest[c].to_numpy(float) for c in ("x0", "y0", "x1", "y1"))
+        grown = footprints(wcs, x0 - margin_px, y0 - margin_px, x1 + margin_px, y1 + margin_px)
+        exact = footprints(wcs, x0, y0, x1, y1)
+        east, north = local_offsets(ra0, dec0, *grown)
+        radius = float(_separation_deg(ra0, dec0, grown[0].ravel(), grown[1].ravel()).max()) if len(x0) else 0.0
         if radius >= MAX_FIELD_RADIUS_DEG:
             raise InputError(path, f"the cutouts reach {radius:.1f} deg from the field centre; the spatial join "
                                    f"handles fields up to {MAX_FIELD_RADIUS_DEG:g} deg in radius (split the image)")
-        rows += [r[:-1] + [ra0, dec0, shift, radius] for r in field_rows]
+        for i, row in enumerate(manifest.itertuples()):
+            rows.append([row.cutout_id, row.field, row.split, _wkt_polygon(grown[0][i], grown[1][i]),
+                         _wkt_polygon(exact[0][i], exact[1][i]), _plane_polygon(east[i] + shift, north[i]),
+                         ra0, dec0, shift, radius])
+        # ownership test points: corners (just inside the outer pixel edges) and centre
+        xs = np.column_stack([x0 - 0.49, x1 - 0.51, x1 - 0.51, x0 - 0.49, (x0 + x1 - 1) / 2])
+        ys = np.column_stack([y0 - 0.49, y0 - 0.49, y1 - 0.51, y1 - 0.51, (y0 + y1 - 1) / 2])
+        ra, dec = wcs.pixel_to_world_values(xs.ravel(), ys.ravel())
+        points.append(pd.DataFrame({"cutout_id": np.repeat(manifest["cutout_id"].to_numpy(), 5),
+                                    "field": np.repeat(manifest["field"].to_numpy(), 5),
+                                    "lon": _lon(ra), "lat": np.asarray(dec, float)}))
+    point_columns = ["cutout_id", "field", "lon", "lat"]
     return (pd.DataFrame(rows, columns=["cutout_id", "field", "split", "wkt", "extent_wkt", "plane_wkt",
                                         *PLANE_COLUMNS]),
-            pd.DataFrame(points, columns=["cutout_id", "field", "lon", "lat"]))
+            pd.concat(points, ignore_index=True) if points else pd.DataFrame(columns=point_columns))
 
 
 def source_points(sources: pd.DataFrame, cutouts: pd.DataFrame) -> pd.DataFrame:
@@ -192,13 +200,17 @@ def source_points(sources: pd.DataFrame, cutouts: pd.DataFrame) -> pd.DataFrame:
 
     planes = cutouts.groupby("field", sort=False)[PLANE_COLUMNS].first()
     ra, dec = sources["ra"].to_numpy(float), sources["dec"].to_numpy(float)
-    tree = cKDTree(_unit(ra, dec))
+    units = _unit(ra, dec)
+    # few fields: one dot product per source and field; many: a KD-tree of the sources
+    tree = cKDTree(units) if len(planes) * len(units) > 200_000_000 else None
     frames = []
     for field, plane in planes.iterrows():
-        # chord length of the radius, padded by 1e-6 deg against rounding at the farthest vertex
-        chord = 2.0 * np.sin(np.deg2rad(plane["plane_radius"] + 1e-6) / 2.0)
-        near = np.sort(np.asarray(tree.query_ball_point(_unit([plane["plane_ra"]], [plane["plane_dec"]])[0], chord),
-                                  dtype=np.int64))
+        centre = _unit([plane["plane_ra"]], [plane["plane_dec"]])[0]
+        radius = np.deg2rad(plane["plane_radius"] + 1e-6)  # padded against rounding at the farthest vertex
+        if tree is None:
+            near = np.flatnonzero(units @ centre >= np.cos(radius))
+        else:
+            near = np.sort(np.asarray(tree.query_ball_point(centre, 2.0 * np.sin(radius / 2.0)), dtype=np.int64))
         east, north = local_offsets(plane["plane_ra"], plane["plane_dec"], ra[near], dec[near])
         frames.append(pd.DataFrame({"field": field, "source_id": sources["source_id"].to_numpy()[near],
                                     "x": east + plane["plane_shift"], "y": north}))
@@ -255,8 +267,13 @@ def load_and_assign(engine: sa.Engine, sources: pd.DataFrame, cutouts: pd.DataFr
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": zlib.crc32(b"radiodet:ddl")})
         conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS postgis"))
         conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {q}"))
-        _drop_unpartitioned(conn, schema, q)
+        _drop_old_layout(conn, schema, q)
         meta.create_all(conn, checkfirst=True)
+        # geography longitude in [-180, 180): RA >= 180 becomes RA - 360
+        conn.execute(sa.text(
+            f"CREATE OR REPLACE VIEW {q}.sky_sources AS SELECT survey, source_id, ra, dec, "
+            "ST_SetSRID(ST_MakePoint(CASE WHEN ra >= 180 THEN ra - 360 ELSE ra END, dec), 4326)::geography "
+            f"AS position FROM {q}.sources"))
         # tables made by an earlier version lack these columns
         conn.execute(sa.text(f"ALTER TABLE {q}.cutouts ADD COLUMN IF NOT EXISTS extent geography(POLYGON, 4326)"))
         conn.execute(sa.text(f"ALTER TABLE {q}.cutouts ADD COLUMN IF NOT EXISTS owned boolean NOT NULL DEFAULT true"))
@@ -273,25 +290,17 @@ def load_and_assign(engine: sa.Engine, sources: pd.DataFrame, cutouts: pd.DataFr
             conn.execute(t[name].delete().where(t[name].c.survey == survey))
         t0 = time.monotonic()
         conn.execute(sa.text("SET LOCAL maintenance_work_mem = '256MB'"))
-        conn.execute(sa.text("CREATE TEMP TABLE tmp_sources (source_id bigint, ra double precision, "
-                             "dec double precision) ON COMMIT DROP"))
-        copy_rows(conn, "tmp_sources", ["source_id", "ra", "dec"], sources)
+        # COPY straight into the new partitions (the survey column from their default)
         conn.execute(sa.text(f"CREATE TABLE {sources_part} (LIKE {q}.sources INCLUDING DEFAULTS)"))
-        # geography longitude in [-180, 180): RA >= 180 becomes RA - 360
-        conn.execute(sa.text(
-            f"INSERT INTO {sources_part} (survey, source_id, ra, dec, position) "
-            "SELECT :survey, source_id, ra, dec, ST_SetSRID(ST_MakePoint("
-            "CASE WHEN ra >= 180 THEN ra - 360 ELSE ra END, dec), 4326)::geography FROM tmp_sources"),
-            {"survey": survey})
+        conn.execute(sa.text(f"ALTER TABLE {sources_part} ALTER COLUMN survey SET DEFAULT {bound}"))
+        copy_rows(conn, sources_part, ["source_id", "ra", "dec"], sources)
         _index_and_attach(conn, sources_part, f"{q}.sources", bound, ["survey", "source_id"])
         t1 = time.monotonic()
-        conn.execute(sa.text("CREATE TEMP TABLE tmp_plane_points (field text, source_id bigint, x double precision, "
-                             "y double precision) ON COMMIT DROP"))
-        copy_rows(conn, "tmp_plane_points", ["field", "source_id", "x", "y"], planar)
         conn.execute(sa.text(f"CREATE TABLE {points_part} (LIKE {q}.source_points INCLUDING DEFAULTS)"))
-        conn.execute(sa.text(
-            f"INSERT INTO {points_part} (survey, field, source_id, position) "
-            "SELECT :survey, field, source_id, ST_MakePoint(x, y) FROM tmp_plane_points"), {"survey": survey})
+        conn.execute(sa.text(f"ALTER TABLE {points_part} ALTER COLUMN survey SET DEFAULT {bound}"))
+        copy_rows(conn, points_part, ["field", "source_id", "position"], pd.DataFrame({
+            "field": planar["field"], "source_id": planar["source_id"],
+            "position": hex_ewkb_points(planar["x"].to_numpy(float), planar["y"].to_numpy(float))}))
         t2 = time.monotonic()
         _index_and_attach(conn, points_part, f"{q}.source_points", bound, ["survey", "field", "source_id"],
                           gist="position")

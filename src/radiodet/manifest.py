@@ -81,18 +81,29 @@ def read_manifests(manifest_paths, ownership_path: str | Path | None = None) -> 
     return manifest.reset_index(drop=True)
 
 
-def footprint(wcs, x0: int, y0: int, x1: int, y1: int, *, per_edge: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """Sky polygon (RA in [0, 360), Dec) along the outer pixel edges, closed.
+def footprints(wcs, x0, y0, x1, y1, *, per_edge: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Sky polygons (RA in [0, 360), Dec), shape (N, 4 per_edge + 1), along outer pixel edges, closed.
 
     The edges of pixels [x0, x1) are at x0 - 0.5 and x1 - 0.5 in 0-based pixel
-    coordinates. ``per_edge`` points per side follow the projection's curvature.
+    coordinates; one polygon per element of the (N,) arrays, all through one
+    WCS call. ``per_edge`` points per side follow the projection's curvature.
     """
     t = np.linspace(0.0, 1.0, per_edge, endpoint=False)
-    xa, xb, ya, yb = x0 - 0.5, x1 - 0.5, y0 - 0.5, y1 - 0.5
-    xs = np.concatenate([xa + (xb - xa) * t, np.full(per_edge, xb), xb - (xb - xa) * t, np.full(per_edge, xa), [xa]])
-    ys = np.concatenate([np.full(per_edge, ya), ya + (yb - ya) * t, np.full(per_edge, yb), yb - (yb - ya) * t, [ya]])
-    ra, dec = wcs.pixel_to_world_values(xs, ys)
-    return normalise_ra(ra), np.asarray(dec)
+    xa, xb, ya, yb = (np.asarray(v, dtype=float).reshape(-1, 1) - 0.5 for v in (x0, x1, y0, y1))
+    n = len(xa)
+    xs = np.concatenate([xa + (xb - xa) * t, np.repeat(xb, per_edge, 1), xb - (xb - xa) * t,
+                         np.repeat(xa, per_edge, 1), xa], axis=1)
+    ys = np.concatenate([np.repeat(ya, per_edge, 1), ya + (yb - ya) * t, np.repeat(yb, per_edge, 1),
+                         yb - (yb - ya) * t, ya], axis=1)
+    ra, dec = wcs.pixel_to_world_values(xs.ravel(), ys.ravel())
+    shape = (n, 4 * per_edge + 1)
+    return normalise_ra(ra).reshape(shape), np.asarray(dec).reshape(shape)
+
+
+def footprint(wcs, x0: int, y0: int, x1: int, y1: int, *, per_edge: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`footprints` of one pixel rectangle: its closed sky polygon (RA in [0, 360), Dec)."""
+    ra, dec = footprints(wcs, [x0], [y0], [x1], [y1], per_edge=per_edge)
+    return ra[0], dec[0]
 
 
 def format_polygon(ra: np.ndarray, dec: np.ndarray) -> str:
