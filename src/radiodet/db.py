@@ -326,7 +326,7 @@ def index_tables(schema: str) -> tuple[sa.MetaData, dict[str, sa.Table]]:
         sa.Column("cutout_id", sa.Text, primary_key=True),
         sa.Column("field", sa.Text, nullable=False),
         sa.Column("split", sa.Text, nullable=False),
-        # outer pixel edges grown by margin_px: what the source join uses
+        # outer pixel edges grown by margin_px, on the sky (the join uses plane_footprint)
         sa.Column("footprint", Geography("POLYGON", srid=4326, spatial_index=True), nullable=False),
         # exact outer pixel edges: where the field has valid data
         sa.Column("extent", Geography("POLYGON", srid=4326, spatial_index=True), nullable=False),
