@@ -24,12 +24,14 @@ Re-indexing a survey replaces its rows in one transaction, under an advisory
 lock keyed by the database schema, so reruns never duplicate rows and
 concurrent index jobs (of one survey or several) take turns.
 
-Sources and assignments are tables partitioned by survey: each survey's rows
-are loaded into a fresh plain table with no index, then its primary key and
-GiST index are built once and it is attached as the survey's partition (a
-bulk load into a table with live indexes was the index stage's main cost).
-Re-indexing drops the survey's old partitions, which also replaces a
-``DELETE`` of millions of rows. Tables of an earlier, unpartitioned layout
+``sources`` (RA, Dec; the ``sky_sources`` view adds their geography),
+``source_points`` and ``assignments`` are partitioned by survey: each
+survey's rows are COPYed into fresh plain tables with no index, then their
+primary keys (and the points' GiST index) are built once and they are
+attached as the survey's partitions (a bulk load into tables with live
+indexes was the index stage's main cost). Re-indexing drops the survey's old
+partitions, which also replaces a ``DELETE`` of millions of rows. Tables of
+an earlier layout (unpartitioned, or ``sources`` with a geography column)
 are dropped with a warning: they hold only rows derived from the workflow's
 files.
 """

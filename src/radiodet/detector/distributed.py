@@ -38,7 +38,7 @@ def die_with_parent() -> bool:
     parent = os.getppid()
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        log.warning("prctl(PR_SET_PDEATHSIG) failed (errno %d): a killed launcher may leave this worker running",
+        log.warning("prctl(PR_SET_PDEATHSIG) failed (errno %d): a killed parent may leave this process running",
                     ctypes.get_errno())
         return False
     if os.getppid() != parent or parent == 1:  # the parent died before the request
