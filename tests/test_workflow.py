@@ -5,9 +5,11 @@ COCO files with pycocotools, maps boxes back to the sky through the cutout
 FITS files, and checks the boxes against PyBDSF's independent source list.
 """
 
+import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +23,8 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from conftest import REPO, world_readable_tmpdir
 from pycocotools.coco import COCO
+
+from radiodet.schema import read_parquet_metadata
 
 pytestmark = [pytest.mark.workflow, pytest.mark.postgis]
 
@@ -205,5 +209,48 @@ def test_make_bench_runs_from_a_fresh_checkout_with_a_relative_workdir():
         assert run["cutouts"] >= 4 and run["annotations"] > 100 and set(run["stages"]) >= {"cutouts", "index", "coco"}
         config = yaml.safe_load((workdir / "benchmarks" / "scale-1-4096" / "config.yaml").read_text())
         assert Path(config["catalogue"]["path"]).is_absolute() and Path(config["fields"]).is_absolute()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _tree(directory: Path) -> dict[str, str]:
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_the_field_cut_by_five_jobs_gives_the_one_job_dataset(demo_run):
+    """cutouts.max_per_job = 4: 5 cutouts_part and 5 views_part jobs, gathered; every dataset output equals
+    the one-job run's (cutout and view bytes, manifest and its metadata, sample, assignments, boxes, COCO)."""
+    workdir = world_readable_tmpdir("radiodet-parts-")
+    try:
+        shutil.copytree(REPO / "config", workdir / "config")
+        shutil.copytree(REPO / "resources", workdir / "resources")
+        config = yaml.safe_load((demo_run / "config" / "ci.yaml").read_text())
+        config["cutouts"]["max_per_job"] = 4
+        (workdir / "config" / "parts.yaml").write_text(yaml.safe_dump(config))
+        done = run_snakemake(workdir, "--cores", "2", "--configfile", str(workdir / "config" / "parts.yaml"),
+                             "--until", "coco", "crosscheck")
+        log = done.stdout + done.stderr
+        for rule, jobs in (("cutouts_part", 5), ("views_part", 5), ("cutouts_gather", 1), ("views_gather", 1)):
+            assert re.search(rf"^{rule}\s+{jobs}$", log, re.M), f"expected {jobs} {rule} jobs:\n{log[-3000:]}"
+        assert "rule cutouts:" not in log and "rule views:" not in log
+        one, parts = demo_run / RESULTS, workdir / RESULTS
+        field = "B1_1000h_0.3tr"
+        for directory in (f"cutouts/{field}/fits", f"views/{field}"):
+            assert _tree(parts / directory) == _tree(one / directory), directory
+        manifest = f"cutouts/{field}/manifest.parquet"
+        pd.testing.assert_frame_equal(pd.read_parquet(parts / manifest), pd.read_parquet(one / manifest))
+        assert read_parquet_metadata(parts / manifest) == read_parquet_metadata(one / manifest)
+        sample = f"cutouts/{field}/pixel_sample.npy"
+        np.testing.assert_array_equal(np.load(parts / sample), np.load(one / sample))
+        for table in ("index/assignments.parquet", "index/cutouts.parquet", "boxes/boxes.parquet"):
+            pd.testing.assert_frame_equal(pd.read_parquet(parts / table), pd.read_parquet(one / table))
+        for name in ("instances_train.json", "instances_val.json", "instances_test.json"):
+            a, b = (json.loads((run / "coco" / name).read_text()) for run in (parts, one))
+            a.pop("info"), b.pop("info")  # the date it was written
+            assert a == b and a["annotations"], name
+        assert _tree(parts / "coco" / "images") == _tree(one / "coco" / "images")
+        assert (json.loads((parts / "crosscheck" / "crosscheck.json").read_text())
+                == json.loads((one / "crosscheck" / "crosscheck.json").read_text()))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

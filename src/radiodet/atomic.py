@@ -23,7 +23,7 @@ from typing import Iterator
 
 from .errors import NoSpaceError
 
-__all__ = ["atomic_path", "atomic_directory", "write_json", "write_text", "remove_stale_temporaries"]
+__all__ = ["atomic_path", "atomic_directory", "write_json", "write_text", "link_or_copy", "remove_stale_temporaries"]
 
 
 #: what a full file system (or a used-up quota) looks like, as an errno or in the
@@ -138,3 +138,15 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def write_json(path: str | os.PathLike, obj, *, indent: int | None = 2) -> None:
     """Write ``obj`` as JSON to ``path`` atomically."""
     write_text(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
+
+
+def link_or_copy(source: str | os.PathLike, destination: str | os.PathLike) -> None:
+    """Hard-link ``source`` to ``destination`` (same bytes, no extra space); copy where links fail."""
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, destination)
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links here (another file system, or none supported)
+        shutil.copy2(source, destination)

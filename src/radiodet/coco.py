@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import shapely
 
-from .atomic import atomic_directory, write_json
+from .atomic import atomic_directory, link_or_copy, write_json
 from .manifest import read_manifests
 from .tiling import SPLITS
 
@@ -82,14 +81,6 @@ def ellipse_polygon(cx, cy, major_fwhm, minor_fwhm, angle_deg, n_sigma, width, h
     """:func:`ellipse_polygons` of one ellipse: its flat vertex list (empty if outside the image)."""
     return ellipse_polygons([cx], [cy], [major_fwhm], [minor_fwhm], [angle_deg], n_sigma, width, height,
                             vertices=vertices)[0]
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
 
 
 def build_coco(split: str, manifest: pd.DataFrame, boxes: pd.DataFrame, classes: dict[int, str], *,
@@ -204,7 +195,7 @@ def write_coco(boxes_path: str | Path, manifest_paths: dict[str, str | Path], vi
                               npy_prefix=npy_prefix if npy_prefix and len(npy_prefix) == len(views_dirs) else None,
                               survey=survey, segmentation=segmentation)
             for image in coco["images"]:
-                _link_or_copy(Path(views_dirs[image["field"]]) / f"{image['cutout_id']}.png", tmp / image["file_name"])
+                link_or_copy(Path(views_dirs[image["field"]]) / f"{image['cutout_id']}.png", tmp / image["file_name"])
             write_json(tmp / f"instances_{split}.json", coco, indent=None)
             summary["images"][split] = len(coco["images"])
             summary["annotations"][split] = len(coco["annotations"])

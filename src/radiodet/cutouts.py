@@ -37,7 +37,7 @@ from .images import Beam, SkyImage, open_image, robust_rms
 from .logs import Progress
 from .manifest import MANIFEST_COLUMNS, footprint, format_polygon
 from .schema import write_parquet
-from .tiling import Tile, layout_tiles, regions_for_field
+from .tiling import Tile, layout_tiles, regions_for_field, rows_of_part, tile_rows
 
 __all__ = ["CutoutConfig", "make_cutouts", "cutout_header"]
 
@@ -51,6 +51,8 @@ class CutoutConfig:
     min_overlap: int
     max_nan_fraction: float
     layout: str
+    #: a field with more cutouts is cut by several jobs (whole rows of cutouts each)
+    max_per_job: int
     #: samples of the field kept for field-wide view scaling
     pixel_sample_size: int = 2_000_000
 
@@ -114,17 +116,21 @@ def cutout_header(image: SkyImage, tile: Tile, *, cutout_id: str, field: str) ->
     return header
 
 
-def _band_rows(tiles: list[Tile]) -> list[tuple[int, int, list[Tile]]]:
-    bands: dict[tuple[int, int], list[Tile]] = {}
-    for tile in tiles:
-        bands.setdefault((tile.y0, tile.y1), []).append(tile)
-    return [(y0, y1, group) for (y0, y1), group in sorted(bands.items())]
+def _first_sampled_row(next_sample_row: int, y0: int, stride: int) -> int:
+    """The first row of a band starting at ``y0`` that the field's pixel sample takes.
+
+    The sample takes every ``stride``-th row of the image (0, stride, ...), each
+    once, from the first band of rows that holds it: it depends on the band
+    geometry only, so a job cutting later bands can tell where it starts.
+    """
+    first = max(next_sample_row, y0)
+    return first + (-first) % stride
 
 
 def make_cutouts(image_path: str | Path, out_dir: str | Path, manifest_path: str | Path,
                  sample_path: str | Path, *, field: str, config: CutoutConfig,
                  regions: dict[str, list[dict]] | None = None, plane: tuple[int, ...] | None = None,
-                 beam: Beam | None = None) -> pd.DataFrame:
+                 beam: Beam | None = None, part: int = 0, parts: int = 1) -> pd.DataFrame:
     """Cut ``image_path`` into FITS files under ``out_dir``; write the manifest.
 
     Parameters
@@ -148,6 +154,12 @@ def make_cutouts(image_path: str | Path, out_dir: str | Path, manifest_path: str
         Indices of the non-celestial axes (e.g. frequency, Stokes) of a cube.
     beam : Beam, optional
         Restoring beam (FWHM arcsec, PA deg) where the header has none.
+    part, parts : int
+        Cut only part ``part`` (0-based) of ``parts``: a run of whole rows of
+        the field's cutouts (:func:`radiodet.tiling.rows_of_part`). The parts'
+        cutouts, manifests and samples, concatenated in part order
+        (:func:`radiodet.parts.gather_cutouts`), equal one job's. A part may
+        hold no cutout.
 
     Returns
     -------
@@ -169,23 +181,33 @@ def make_cutouts(image_path: str | Path, out_dir: str | Path, manifest_path: str
             raise ImageError(image.path, f"no {config.size} px cutout fits in the image ({nx} x {ny}) and the "
                                          f"split regions that apply to field {field!r}")
         stride = max(1, int(np.sqrt(nx * ny / config.pixel_sample_size)))
+        bands = tile_rows(tiles)
+        mine = rows_of_part(len(bands), part, parts)
+        next_sample_row = 0
+        for y0, y1, _ in bands[:mine.start]:  # what the parts before this one sampled
+            if _first_sampled_row(next_sample_row, y0, stride) < y1:
+                next_sample_row = y1
+        bands = bands[mine.start:mine.stop]
+        n_tiles = sum(len(band_tiles) for _, _, band_tiles in bands)
+        label = f"cutouts of {field}"
+        if parts > 1:
+            label += f" (part {part + 1} of {parts}: rows {mine.start}-{mine.stop - 1} of {len(tile_rows(tiles))})"
+            log.info("%s: %d tiles", label, n_tiles)
         rows: list[dict] = []
         samples: list[np.ndarray] = []
-        next_sample_row = 0
         dropped_nan = 0
-        progress = Progress(f"cutouts of {field}", len(tiles), unit="cutouts")
+        progress = Progress(label, n_tiles, unit="cutouts")
         writer = None
         try:
             relative_dir = out_dir.relative_to(manifest_path.parent)
         except ValueError:
             relative_dir = out_dir.resolve()
         with atomic_directory(out_dir) as tmp_dir:
-            for y0, y1, band_tiles in _band_rows(tiles):
+            for y0, y1, band_tiles in bands:
                 bx0 = min(t.x0 for t in band_tiles)
                 bx1 = max(t.x1 for t in band_tiles)
                 band = image.read(y0, y1, bx0, bx1)
-                first = max(next_sample_row, y0)
-                first += (-first) % stride
+                first = _first_sampled_row(next_sample_row, y0, stride)
                 if first < y1:
                     samples.append(band[first - y0::stride, ::stride].ravel())
                     next_sample_row = y1
@@ -223,12 +245,12 @@ def make_cutouts(image_path: str | Path, out_dir: str | Path, manifest_path: str
                         "rms_mad": rms, "median": median,
                     })
                     progress.advance()
-            if not rows:  # raised inside the block: the directory is discarded
+            if not rows and parts == 1:  # raised inside the block: the directory is discarded
                 raise ImageError(image.path, f"every cutout is NaN beyond max_nan_fraction="
                                              f"{config.max_nan_fraction} (an all-NaN image?)")
         progress.finish()
         if dropped_nan:
-            log.info("%d of %d tiles dropped: NaN fraction above %.2f", dropped_nan, len(tiles),
+            log.info("%d of %d tiles dropped: NaN fraction above %.2f", dropped_nan, n_tiles,
                      config.max_nan_fraction)
         sample = np.concatenate(samples) if samples else np.empty(0, np.float32)
         sample = sample[np.isfinite(sample)].astype(np.float32)
@@ -243,6 +265,7 @@ def make_cutouts(image_path: str | Path, out_dir: str | Path, manifest_path: str
             "cutout_size": config.size, "min_overlap": config.min_overlap,
             "tiles_laid_out": len(tiles), "tiles_dropped_nan": dropped_nan,
             "pixel_sample_stride": stride,
+            **({"part": [part, parts]} if parts > 1 else {}),
         })
         log.info("wrote %d cutouts to %s and the manifest %s", len(rows), out_dir, manifest_path)
         return manifest

@@ -21,7 +21,8 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from .errors import ImageError
 
-__all__ = ["SkyImage", "open_image", "sample_image", "Beam", "celestial_wcs", "robust_rms", "MAD_TO_SIGMA"]
+__all__ = ["SkyImage", "open_image", "image_shape", "sample_image", "Beam", "celestial_wcs", "robust_rms",
+           "MAD_TO_SIGMA"]
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +177,23 @@ def open_image(path: str | Path, *, plane: tuple[int, ...] | None = None,
         warnings.filterwarnings("ignore", message=".*BLANK.*")
         with _open_sky_plane(path, plane, beam) as image:
             yield image
+
+
+def image_shape(path: str | Path) -> tuple[int, int] | None:
+    """(ny, nx) = (NAXIS2, NAXIS1) of the first image HDU of ``path``, from its header alone.
+
+    For planning jobs before any runs: None where the file is missing or not
+    a readable image (the job that opens it then names the problem).
+    """
+    try:
+        with warnings.catch_warnings(), fits.open(path, lazy_load_hdus=True) as hdul:
+            warnings.filterwarnings("ignore", message=".*BLANK.*")
+            for hdu in hdul:
+                if hdu.is_image and hdu.header.get("NAXIS", 0) >= 2:
+                    return int(hdu.header["NAXIS2"]), int(hdu.header["NAXIS1"])
+    except (OSError, ValueError, KeyError):
+        return None
+    return None
 
 
 @contextlib.contextmanager

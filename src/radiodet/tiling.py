@@ -28,7 +28,7 @@ from .errors import ConfigError
 from .geometry import normalise_ra
 
 __all__ = ["PixelBox", "SkyBox", "Tile", "axis_starts", "region_from_config", "regions_for_field", "layout_tiles",
-           "SPLITS"]
+           "tile_rows", "rows_of_part", "count_parts", "SPLITS"]
 
 SPLITS = ("train", "val", "test")
 
@@ -223,3 +223,41 @@ def layout_tiles(shape: tuple[int, int], size: int, *, min_overlap: int = 0,
     # deterministic order: by rows, then columns (the order cutouts are read)
     tiles.sort(key=lambda t: (t.y0, t.x0, t.split))
     return tiles
+
+
+def tile_rows(tiles: list[Tile]) -> list[tuple[int, int, list[Tile]]]:
+    """The tiles grouped into rows of equal (y0, y1), as (y0, y1, tiles), from the bottom row up.
+
+    A row is what the cutout stage reads in one go; a field cut by several
+    jobs gives each job a run of whole rows (:func:`rows_of_part`).
+    """
+    rows: dict[tuple[int, int], list[Tile]] = {}
+    for tile in tiles:
+        rows.setdefault((tile.y0, tile.y1), []).append(tile)
+    return [(y0, y1, group) for (y0, y1), group in sorted(rows.items())]
+
+
+def rows_of_part(n_rows: int, part: int, parts: int) -> range:
+    """Indices of the tile rows that job ``part`` (0-based) of ``parts`` cuts.
+
+    The rows are dealt out in runs of nearly equal length, in order, so the
+    parts concatenated in part order are the rows of one job; a part may be
+    empty when there are fewer rows than parts.
+    """
+    if not 0 <= part < parts:
+        raise ValueError(f"part {part} of {parts}: need 0 <= part < parts")
+    return range(part * n_rows // parts, (part + 1) * n_rows // parts)
+
+
+def count_parts(shape: tuple[int, int], size: int, *, min_overlap: int = 0, layout: str = "cover",
+                max_per_job: int) -> int:
+    """How many jobs cut an image of ``shape`` = (ny, nx): ceil(tiles / ``max_per_job``).
+
+    The tiles are counted on the whole image, before split regions and NaN
+    cuts, so the count is known from the header alone, before any job runs.
+    Never more parts than rows of tiles (a part is at least one whole row).
+    """
+    ny, nx = shape
+    rows = len(axis_starts(ny, size, min_overlap, layout=layout))
+    columns = len(axis_starts(nx, size, min_overlap, layout=layout))
+    return max(1, min(rows, math.ceil(rows * columns / max(1, int(max_per_job)))))

@@ -18,6 +18,7 @@ if _SRC not in sys.path:
 
 from radiodet.catalogues import with_survey_defaults  # noqa: E402
 from radiodet.configuration import validate_config  # noqa: E402
+from radiodet.parts import planned_parts  # noqa: E402
 
 # The survey adapter fills what the config leaves out, then the schema (with
 # the registered adapters and formats as its enums) fills its defaults and
@@ -45,6 +46,42 @@ validate(FIELDS, schema="../schemas/fields.schema.yaml")
 if FIELDS.index.has_duplicates:
     raise ValueError(f"{config['fields']}: duplicate field names {sorted(FIELDS.index[FIELDS.index.duplicated()])}")
 FIELD_NAMES = list(FIELDS.index)
+
+
+def _simulated_shape(field):
+    """(ny, nx) of a field the simulate rule writes (its image may not be there yet), else None."""
+    simulate = config["simulate"]
+    if simulate["activate"] and any(f["name"] == field for f in simulate.get("fields", [])):
+        return (simulate["size"], simulate["size"])
+    return None
+
+
+# How many jobs cut each field (cutouts.max_per_job), known from the headers
+# before the run: a field of one part is cut by rule cutouts, a bigger one by
+# rule cutouts_part per run of rows of cutouts, gathered by rule cutouts_gather.
+CUTOUT_PARTS = {
+    field: planned_parts(FIELDS.loc[field, "image"], config["cutouts"], shape=_simulated_shape(field))
+    for field in FIELD_NAMES
+}
+PARTS = f"{RESULTS}/parts"
+
+
+def fields_regex(fields):
+    """A wildcard constraint matching exactly these field names (nothing when there are none)."""
+    return "|".join(re.escape(f) for f in fields) or "(?!)"
+
+
+ONE_JOB_FIELDS = fields_regex([f for f in FIELD_NAMES if CUTOUT_PARTS[f] == 1])
+SPLIT_FIELDS = fields_regex([f for f in FIELD_NAMES if CUTOUT_PARTS[f] > 1])
+
+
+def part_paths(name):
+    """Input function: ``name`` (a file or directory of a part) of every part of the field, in part order."""
+
+    def paths(wildcards):
+        return [f"{PARTS}/{wildcards.field}/{k:03d}/{name}" for k in range(CUTOUT_PARTS[wildcards.field])]
+
+    return paths
 if "png" not in config["views"]["formats"]:
     raise ValueError("views.formats must include png: the COCO images are the PNG views")
 try:
@@ -55,7 +92,8 @@ except ValueError:
 
 wildcard_constraints:
     survey=re.escape(SURVEY),
-    field="|".join(re.escape(f) for f in FIELD_NAMES),
+    field=fields_regex(FIELD_NAMES),
+    part=r"\d{3}",
 
 
 def field_value(field, column):
