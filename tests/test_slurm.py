@@ -40,23 +40,26 @@ def slurm():
     shutil.rmtree(state, ignore_errors=True)
 
 
-def _workdir(name: str) -> tuple:
+def _workdir(name: str, max_per_job: int | None = None) -> tuple:
     workdir = world_readable_tmpdir(f"radiodet-{name}-")
     shutil.copytree(REPO / "config", workdir / "config")
     shutil.copytree(REPO / "resources", workdir / "resources")
     config = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
     config["train"] = {"activate": False}  # the dataset stages: what every user runs first
+    if max_per_job is not None:
+        config["cutouts"]["max_per_job"] = max_per_job
     (workdir / "config" / "small.yaml").write_text(yaml.safe_dump(config))
     return workdir, workdir / "config" / "small.yaml"
 
 
 def test_the_workflow_runs_through_slurm_and_matches_a_local_run(slurm, postgis_url):
+    """The cluster run cuts the field in 5 parts, each its own SLURM job; the local run cuts it in one."""
     local, local_config = _workdir("local")
     done = subprocess.run(SNAKEMAKE + ["--directory", str(local), "--cores", "2", "--configfile", str(local_config)],
                           capture_output=True, text=True, timeout=900, env=ENV)
     assert done.returncode == 0, done.stderr[-3000:]
 
-    cluster, cluster_config = _workdir("cluster")
+    cluster, cluster_config = _workdir("cluster", max_per_job=4)
     xdg = cluster / "xdg"
     shutil.copytree(REPO / "workflow" / "profiles" / "slurm", xdg / "snakemake" / "slurm")
     command = ["timeout", "-s", "KILL", "1200"] + SNAKEMAKE + [
@@ -76,6 +79,11 @@ def test_the_workflow_runs_through_slurm_and_matches_a_local_run(slurm, postgis_
     known = subprocess.run(["squeue", "-t", "all", "-h", "-o", "%i %T"], capture_output=True, text=True).stdout
     finished = {line.split()[0] for line in known.splitlines() if line.split()[1] == "COMPLETED"}
     assert job_ids <= finished
+    # the parts of the field were SLURM jobs of their own; their gathering ran on the submitting node
+    for rule in ("cutouts_part", "views_part"):
+        part_logs = list((cluster / "results" / "slurm-logs" / f"rule_{rule}").rglob("*.log"))
+        assert len({p.stem for p in part_logs} & job_ids) == 5, (rule, part_logs)
+    assert not list((cluster / "results" / "slurm-logs").glob("rule_*_gather"))
     # and produced what a local run produces
     for split in ("train", "val", "test"):
         a = json.loads((local / RESULTS / "coco" / f"instances_{split}.json").read_text())

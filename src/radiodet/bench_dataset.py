@@ -21,11 +21,19 @@ wall time, peak resident memory (Snakemake's benchmark files) and
 throughput, next to this machine's sequential write, read and copy speed for
 the image's bytes measured in the same run. A last table shows how the time
 of each stage grows with the area.
+
+A field of more than ``cutouts.max_per_job`` cutouts (``--max-per-job``; the
+config default cuts the full field in 8 parts) is cut and viewed by one job
+per part: the stage's wall time is then the span from the first part's start
+to the gathering's end, and its peak memory the largest part's.
+``--compare-one-job`` cuts and views the field a second time in one job and
+checks that every cutout, manifest, sample and view is the same.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -153,10 +161,9 @@ def disk_speed(path: Path, nbytes: int, chunk: int = 64 << 20) -> dict:
             "copy_seconds": round(copy_s, 2), "copy_MBps": round(path.stat().st_size / 1e6 / copy_s, 1)}
 
 
-def run_workflow(directory: Path, info: dict, repo: Path, cores: int) -> dict:
+def _config(directory: Path, info: dict, survey: str, max_per_job: int | None) -> Path:
     fields = directory / "fields.tsv"
     fields.write_text(f"field\timage\trms_map\tprimary_beam\nbench\t{info['image']}\t\t\n")
-    survey = f"bench-{info['side']}"
     config = {
         "survey": survey, "catalogue": {"path": info["catalogue"], "format": "sdc1_truth"}, "fields": str(fields),
         "classes": {1: "SS-AGN", 2: "FS-AGN", 3: "SFG"}, "cutouts": {"size": 205},
@@ -164,10 +171,51 @@ def run_workflow(directory: Path, info: dict, repo: Path, cores: int) -> dict:
         "filter": {"k": 3.0}, "train": {"activate": False}, "coco": {"segmentation": False},
         "preview": {"n": 2},
     }
-    config_path = directory / "config.yaml"
+    if max_per_job is not None:
+        config["cutouts"]["max_per_job"] = max_per_job
+    config_path = directory / f"{survey}.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(repo / "Snakefile"), "--directory", str(directory),
-               "--configfile", str(config_path), "--cores", str(cores)]
+    return config_path
+
+
+def _snakemake(directory: Path, config_path: Path, repo: Path, cores: int) -> list[str]:
+    return [sys.executable, "-m", "snakemake", "--snakefile", str(repo / "Snakefile"), "--directory", str(directory),
+            "--configfile", str(config_path), "--cores", str(cores)]
+
+
+def stage_timing(benchmarks: Path, stage: str) -> dict:
+    """A stage's wall time and peak memory from Snakemake's benchmark files.
+
+    A per-survey stage has ``<stage>.tsv``; a field cut in one job
+    ``<stage>/<field>.tsv``; a field cut in parts ``<stage>/<field>/<part>.tsv``
+    and its gathering ``<stage>_gather/<field>.tsv``. A benchmark file is
+    written as its job ends, so a job ran from mtime - s to mtime, and the
+    stage's wall time is the span from the first job's start to the last one's
+    end (parts run side by side). ``jobs`` counts them all, ``parts`` the parts
+    alone (0 for a field cut in one job); ``job_seconds`` sums the jobs' own times.
+    """
+    files = [benchmarks / f"{stage}.tsv"]
+    parts = []
+    if not files[0].exists():
+        parts = sorted((benchmarks / stage).glob("*/*.tsv"))
+        gathers = sorted((benchmarks / f"{stage}_gather").glob("*.tsv"))
+        files = sorted((benchmarks / stage).glob("*.tsv")) + parts + gathers
+    if not files:
+        raise FileNotFoundError(f"no benchmark file of stage {stage} under {benchmarks}")
+    seconds, rss, ends = [], [], []
+    for path in files:
+        table = pd.read_csv(path, sep="\t")
+        seconds.append(float(table["s"].iloc[-1]))
+        rss.append(float(table["max_rss"].iloc[-1]))
+        ends.append(path.stat().st_mtime)
+    span = max(ends) - min(end - s for end, s in zip(ends, seconds))
+    return {"seconds": round(span if len(files) > 1 else seconds[0], 3), "max_rss_MB": max(rss),
+            "jobs": len(files), "parts": len(parts), "job_seconds": round(sum(seconds), 3)}
+
+
+def run_workflow(directory: Path, info: dict, repo: Path, cores: int, max_per_job: int | None = None) -> dict:
+    survey = f"bench-{info['side']}"
+    command = _snakemake(directory, _config(directory, info, survey, max_per_job), repo, cores)
     started = time.monotonic()
     dry = subprocess.run(command + ["-n", "--quiet", "rules"], capture_output=True, text=True)
     dry_seconds = time.monotonic() - started
@@ -179,18 +227,40 @@ def run_workflow(directory: Path, info: dict, repo: Path, cores: int) -> dict:
     total = time.monotonic() - started
     if done.returncode:
         raise RuntimeError(done.stdout[-3000:] + done.stderr[-5000:])
-    results = directory / "results" / survey / "benchmarks"
-    stages = {}
-    for stage in STAGES:
-        # per-survey stages: benchmarks/<stage>.tsv; per-field ones: benchmarks/<stage>/<field>.tsv
-        path = results / f"{stage}.tsv" if (results / f"{stage}.tsv").exists() else results / stage / "bench.tsv"
-        table = pd.read_csv(path, sep="\t")
-        stages[stage] = {"seconds": float(table["s"].iloc[-1]), "max_rss_MB": float(table["max_rss"].iloc[-1])}
+    benchmarks = directory / "results" / survey / "benchmarks"
+    stages = {stage: stage_timing(benchmarks, stage) for stage in STAGES}
     summary = json.loads((directory / "results" / survey / "coco_summary.json").read_text())
     index = json.loads((directory / "results" / survey / "index" / "index.json").read_text())
     return {"stages": stages, "total_seconds": round(total, 1), "dry_run_seconds": round(dry_seconds, 2),
             "cutouts": index["cutouts"], "pairs": index["pairs"],
-            "annotations": sum(summary["annotations"].values())}
+            "annotations": sum(summary["annotations"].values()), "survey": survey}
+
+
+def _digests(directory: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir())
+            if p.is_file() and not p.name.startswith(".")}
+
+
+def compare_one_job(directory: Path, info: dict, repo: Path, cores: int, survey: str) -> dict:
+    """Cut and view the field again in one job (its own survey name); compare with the run in parts."""
+    one = f"{survey}-one-job"
+    command = _snakemake(directory, _config(directory, info, one, 10**9), repo, cores)
+    targets = [f"results/{one}/views/bench", f"results/{one}/cutouts/bench/manifest.parquet"]
+    started = time.monotonic()
+    done = subprocess.run(command + targets, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(done.stdout[-3000:] + done.stderr[-5000:])
+    seconds = time.monotonic() - started
+    a, b = directory / "results" / survey, directory / "results" / one
+    same = {}
+    for part in ("cutouts/bench/fits", "views/bench"):
+        same[part] = _digests(a / part) == _digests(b / part)
+    for name in ("manifest.parquet", "pixel_sample.npy"):
+        same[name] = (a / "cutouts/bench" / name).read_bytes() == (b / "cutouts/bench" / name).read_bytes()
+    files = sum(1 for _ in (b / "cutouts/bench/fits").iterdir()) + sum(1 for _ in (b / "views/bench").iterdir())
+    shutil.rmtree(b, ignore_errors=True)
+    return {"one_job_seconds": round(seconds, 1), "files_compared": files, "same": same,
+            "all_same": all(same.values())}
 
 
 def main(argv=None) -> dict:
@@ -199,6 +269,10 @@ def main(argv=None) -> dict:
                         help="fraction of the full 32768^2 area, e.g. 1, 1/4, 1/16 (repeat for several)")
     parser.add_argument("--workdir", default="benchmarks", help="where fields are cached and runs go")
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 2, help="Snakemake --cores")
+    parser.add_argument("--max-per-job", type=int, default=None,
+                        help="cutouts.max_per_job (default: the config's, 8 parts at full size)")
+    parser.add_argument("--compare-one-job", action="store_true",
+                        help="also cut and view each field in one job and check the outputs are the same")
     parser.add_argument("--summarise", action="store_true",
                         help="only print the tables and targets of an earlier run's <workdir>/bench.json")
     args = parser.parse_args(argv)
@@ -206,6 +280,7 @@ def main(argv=None) -> dict:
         report = json.loads((Path(args.workdir) / "bench.json").read_text())
         for scale, entry in report["scales"].items():
             _print_scale(scale, entry["generated"], entry["disk"], entry["run"], entry["image_MB"] * 1e6)
+            _print_one_job(entry)
         _print_growth(report)
         _print_targets(report)
         return report
@@ -225,11 +300,16 @@ def main(argv=None) -> dict:
         shutil.rmtree(directory / ".snakemake", ignore_errors=True)
         print(f"== scale {scale}: {info['side']}^2 px, {info['sources']} sources: running the dataset stages",
               flush=True)
-        run = run_workflow(directory, info, repo, args.cores)
+        run = run_workflow(directory, info, repo, args.cores, args.max_per_job)
         report["scales"][str(scale)] = {"generated": info, "disk": disk, "run": run,
                                         "image_MB": round(image.stat().st_size / 1e6, 1)}
+        if args.compare_one_job:
+            print(f"== scale {scale}: cutting and viewing the field again in one job", flush=True)
+            report["scales"][str(scale)]["one_job"] = compare_one_job(directory, info, repo, args.cores,
+                                                                     run["survey"])
         report["scales"][str(scale)]["multiples_of_copy"] = multiples_of_copy(report["scales"][str(scale)])
         _print_scale(scale, info, disk, run, image.stat().st_size)
+        _print_one_job(report["scales"][str(scale)])
     _print_growth(report)
     _print_targets(report)
     out = Path(args.workdir) / "bench.json"
@@ -255,13 +335,24 @@ def _print_scale(scale, info, disk, run, image_bytes) -> None:
     print(f"disk: write {disk['write_MBps']} MB/s, read {disk['read_MBps']} MB/s, copy of the image "
           f"{disk['copy_seconds']} s ({disk['copy_MBps']} MB/s)")
     copy = disk["copy_seconds"]
-    print(f"{'stage':<9} {'wall s':>8} {'x copy':>7} {'peak RSS MB':>12}  throughput")
+    print(f"{'stage':<9} {'wall s':>8} {'x copy':>7} {'peak RSS MB':>12} {'jobs':>5}  throughput")
     for stage in STAGES:
         s = run["stages"][stage]
-        print(f"{stage:<9} {s['seconds']:>8.1f} {s['seconds'] / copy:>7.1f} {s['max_rss_MB']:>12.0f}  {rows[stage]}")
+        print(f"{stage:<9} {s['seconds']:>8.1f} {s['seconds'] / copy:>7.1f} {s['max_rss_MB']:>12.0f} "
+              f"{s.get('jobs', 1):>5}  {rows[stage]}")
     core = sum(run["stages"][s]["seconds"] for s in ("ingest", "index", "filter"))
     print(f"ingest + index + filter: {core:.1f} s; whole run (Snakemake, all stages): {run['total_seconds']} s "
           f"= {run['total_seconds'] / copy:.1f} x the copy; dry run {run['dry_run_seconds']} s")
+
+
+def _print_one_job(entry) -> None:
+    one = entry.get("one_job")
+    if one is None:
+        return
+    verdict = "the same" if one["all_same"] else "DIFFERENT: " + ", ".join(k for k, v in one["same"].items() if not v)
+    print(f"cut and viewed again in one job ({one['one_job_seconds']} s): {one['files_compared']:,} files, the "
+          f"manifest and the pixel sample compared with the {entry['run']['stages']['cutouts'].get('jobs', 1)} "
+          f"jobs' output: {verdict}")
 
 
 def _print_growth(report) -> None:
@@ -282,6 +373,8 @@ def _print_growth(report) -> None:
 #: image copy time measured in the same run (machines of one kind differ 1.6 x in seconds)
 TARGETS = {"whole_vs_copy": 12.0, "index_vs_copy": 4.0, "views_vs_copy": 4.0, "cutouts_vs_copy": 2.5,
            "cutouts_rss_MB": 1024.0}
+#: the full-size field is cut by at least this many jobs (cutouts.max_per_job)
+MIN_PARTS = 8
 
 
 def multiples_of_copy(entry: dict) -> dict:
@@ -309,6 +402,11 @@ def _print_targets(report) -> None:
         value = measured[key]
         verdict = "met" if value <= target else f"missed by {value - target:.1f} ({value / target:.1f} x the target)"
         print(f"{labels[key]:<36} {value:>9.1f}  target {target:>7.1f}  {verdict}")
+    parts = entry["run"]["stages"]["cutouts"].get("parts") or 1
+    print(f"{'jobs cutting the field':<36} {parts:>9}  target {MIN_PARTS:>7} or more  "
+          f"{'met' if parts >= MIN_PARTS else 'missed'}")
+    if "one_job" in entry:
+        print(f"{'parts equal to one job':<36} {str(entry['one_job']['all_same']):>9}")
 
 
 if __name__ == "__main__":
