@@ -132,6 +132,23 @@ def test_views_share_one_field_interval_and_keep_fits_row_order(tmp_path):
     assert (tmp_path / "views" / "scaling.json").exists()
 
 
+def test_the_png_compression_level_changes_the_files_not_the_decoded_pixels(tmp_path):
+    """The real SDC1 cube (Jy/beam): level 0 (the default) and 6 decode to the same pixels."""
+    _cut(tmp_path, SDC1_IMAGE)
+    sizes = {}
+    for level in (0, 6):
+        write_views(tmp_path / "manifest.parquet", tmp_path / "sample.npy", tmp_path / f"views{level}",
+                    ViewConfig(formats=("png",), png_compress_level=level))
+        sizes[level] = sum(p.stat().st_size for p in (tmp_path / f"views{level}").glob("*.png"))
+    assert ViewConfig().png_compress_level == 0
+    pngs = sorted(p.name for p in (tmp_path / "views0").glob("*.png"))
+    assert len(pngs) == 30 and sizes[6] < 0.9 * sizes[0]
+    for name in pngs:
+        stored, packed = (np.asarray(Image.open(tmp_path / f"views{level}" / name)) for level in (0, 6))
+        assert stored.std() > 0
+        np.testing.assert_array_equal(stored, packed)
+
+
 def test_views_written_by_several_processes_equal_one_process_byte_for_byte(tmp_path, monkeypatch):
     import radiodet.views as views
 

@@ -200,14 +200,25 @@ def test_make_bench_runs_from_a_fresh_checkout_with_a_relative_workdir():
     workdir = world_readable_tmpdir("radiodet-bench-")
     try:
         for _ in range(2):
+            # the field (3 x 3 cutouts) cut in 3 parts, then again in one job to compare
             done = subprocess.run([sys.executable, "-m", "radiodet.bench_dataset", "--scale", "1/4096",
-                                   "--workdir", "benchmarks", "--cores", "2"], cwd=workdir, capture_output=True,
+                                   "--workdir", "benchmarks", "--cores", "2", "--max-per-job", "3",
+                                   "--compare-one-job"], cwd=workdir, capture_output=True,
                                   text=True, timeout=900, env={**ENV, "PYTHONPATH": str(REPO / "src")})
             assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         report = json.loads((workdir / "benchmarks" / "bench.json").read_text())
         run = report["scales"]["1/4096"]["run"]
         assert run["cutouts"] >= 4 and run["annotations"] > 100 and set(run["stages"]) >= {"cutouts", "index", "coco"}
-        config = yaml.safe_load((workdir / "benchmarks" / "scale-1-4096" / "config.yaml").read_text())
+        # three parts and their gathering; a stage's wall time spans its jobs, never more than their sum
+        for stage in ("cutouts", "views"):
+            timing = run["stages"][stage]
+            assert (timing["parts"], timing["jobs"]) == (3, 4), timing
+            assert 0 < timing["seconds"] <= timing["job_seconds"] + 0.5, timing
+        one_job = report["scales"]["1/4096"]["one_job"]
+        assert one_job["all_same"] and one_job["files_compared"] > 9, one_job
+        assert "parts equal to one job" not in done.stdout  # printed for the full-size field only
+        assert "the same" in done.stdout
+        config = yaml.safe_load((workdir / "benchmarks" / "scale-1-4096" / f"{run['survey']}.yaml").read_text())
         assert Path(config["catalogue"]["path"]).is_absolute() and Path(config["fields"]).is_absolute()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -82,6 +82,8 @@ def part_paths(name):
         return [f"{PARTS}/{wildcards.field}/{k:03d}/{name}" for k in range(CUTOUT_PARTS[wildcards.field])]
 
     return paths
+
+
 if "png" not in config["views"]["formats"]:
     raise ValueError("views.formats must include png: the COCO images are the PNG views")
 try:

@@ -14,12 +14,12 @@ rule cutouts:
         fits=directory(f"{RESULTS}/cutouts/{{field}}/fits"),
         manifest=f"{RESULTS}/cutouts/{{field}}/manifest.parquet",
         sample=f"{RESULTS}/cutouts/{{field}}/pixel_sample.npy",
-    wildcard_constraints:
-        field=ONE_JOB_FIELDS,
     log:
         f"{RESULTS}/logs/cutouts/{{field}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/cutouts/{{field}}.tsv"
+    wildcard_constraints:
+        field=ONE_JOB_FIELDS,
     conda:
         "../envs/dataset.yaml"
     params:
@@ -41,12 +41,12 @@ rule cutouts_part:
         fits=directory(f"{PARTS}/{{field}}/{{part}}/fits"),
         manifest=f"{PARTS}/{{field}}/{{part}}/manifest.parquet",
         sample=f"{PARTS}/{{field}}/{{part}}/pixel_sample.npy",
-    wildcard_constraints:
-        field=SPLIT_FIELDS,
     log:
         f"{RESULTS}/logs/cutouts/{{field}}/{{part}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/cutouts/{{field}}/{{part}}.tsv"
+    wildcard_constraints:
+        field=SPLIT_FIELDS,
     conda:
         "../envs/dataset.yaml"
     params:
@@ -70,13 +70,13 @@ rule cutouts_gather:
         fits=directory(f"{RESULTS}/cutouts/{{field}}/fits"),
         manifest=f"{RESULTS}/cutouts/{{field}}/manifest.parquet",
         sample=f"{RESULTS}/cutouts/{{field}}/pixel_sample.npy",
-    wildcard_constraints:
-        field=SPLIT_FIELDS,
-    localrule: True
     log:
         f"{RESULTS}/logs/cutouts/{{field}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/cutouts_gather/{{field}}.tsv"
+    wildcard_constraints:
+        field=SPLIT_FIELDS,
+    localrule: True
     conda:
         "../envs/dataset.yaml"
     script:
@@ -91,12 +91,12 @@ rule views:
         sample=f"{RESULTS}/cutouts/{{field}}/pixel_sample.npy",
     output:
         views=directory(f"{RESULTS}/views/{{field}}"),
-    wildcard_constraints:
-        field=ONE_JOB_FIELDS,
     log:
         f"{RESULTS}/logs/views/{{field}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/views/{{field}}.tsv"
+    wildcard_constraints:
+        field=ONE_JOB_FIELDS,
     conda:
         "../envs/dataset.yaml"
     threads: 2
@@ -114,12 +114,12 @@ rule views_part:
         sample=f"{RESULTS}/cutouts/{{field}}/pixel_sample.npy",
     output:
         views=directory(f"{PARTS}/{{field}}/{{part}}/views"),
-    wildcard_constraints:
-        field=SPLIT_FIELDS,
     log:
         f"{RESULTS}/logs/views/{{field}}/{{part}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/views/{{field}}/{{part}}.tsv"
+    wildcard_constraints:
+        field=SPLIT_FIELDS,
     conda:
         "../envs/dataset.yaml"
     threads: 2
@@ -135,13 +135,13 @@ rule views_gather:
         views=part_paths("views"),
     output:
         views=directory(f"{RESULTS}/views/{{field}}"),
-    wildcard_constraints:
-        field=SPLIT_FIELDS,
-    localrule: True
     log:
         f"{RESULTS}/logs/views/{{field}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/views_gather/{{field}}.tsv"
+    wildcard_constraints:
+        field=SPLIT_FIELDS,
+    localrule: True
     conda:
         "../envs/dataset.yaml"
     script:
