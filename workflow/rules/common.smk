@@ -64,6 +64,13 @@ CUTOUT_PARTS = {
     for field in FIELD_NAMES
 }
 PARTS = f"{RESULTS}/parts"
+for _field in FIELD_NAMES:
+    if _simulated_shape(_field) is None and not Path(FIELDS.loc[_field, "image"]).exists():
+        print(
+            f"field {_field}: {FIELDS.loc[_field, 'image']} is not there yet (an earlier rule makes it), so one job "
+            "cuts it; a run started after it exists splits it by cutouts.max_per_job",
+            file=sys.stderr,
+        )
 
 
 def fields_regex(fields):
