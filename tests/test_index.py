@@ -18,7 +18,7 @@ from radiodet.db import (
     validate_identifier,
 )
 from radiodet.errors import ConfigError
-from radiodet.index import _footprints, build_index, load_and_assign
+from radiodet.index import _footprints, _with_fields_sorted, build_index, load_and_assign
 from radiodet.manifest import field_wcs
 
 pytestmark = pytest.mark.postgis
@@ -265,3 +265,21 @@ def test_overlapping_fields_give_each_patch_of_sky_to_the_nearest_centre(tmp_pat
     assigned = pd.read_parquet(tmp_path / "a.parquet")
     assert set(assigned["cutout_id"]) <= set(owned["cutout_id"])
     assert not assigned.duplicated("source_id").any()  # no sky in two owned cutouts here
+
+
+def test_pairs_come_back_in_code_point_order_whatever_the_collation():
+    """A locale collation orders '_', '-' and case its own way; the assignments are sorted by code point."""
+    ids = ["P1_x00205_y00000", "P1-b_x00000_y00000", "P10_x00000_y00000", "p1_x00000_y00000", "P1_x00000_y00205"]
+    cutouts = pd.DataFrame({"cutout_id": ids, "field": [i.split("_x")[0] for i in ids]})
+    cutouts = cutouts.sort_values("cutout_id", ignore_index=True)
+    rng = np.random.default_rng(0)
+    pick = rng.integers(0, len(ids), 200)
+    pairs = pd.DataFrame({"source_id": rng.permutation(200).astype(np.int64),
+                          "cutout_id": pd.Categorical(np.array(ids, dtype=object)[pick])})
+    out = _with_fields_sorted(pairs, cutouts)
+    expected = sorted(zip(np.array(ids, dtype=object)[pick], pairs["source_id"]))
+    assert list(zip(out["cutout_id"], out["source_id"])) == expected
+    assert (out["field"] == out["cutout_id"].str.split("_x").str[0]).all()
+    assert out["source_id"].dtype == np.int64 and out["cutout_id"].dtype == object
+    with pytest.raises(ValueError, match="cutouts table does not hold"):
+        _with_fields_sorted(pd.DataFrame({"source_id": [1], "cutout_id": ["elsewhere"]}), cutouts)

@@ -360,18 +360,33 @@ def load_and_assign(engine: sa.Engine, sources: pd.DataFrame, cutouts: pd.DataFr
             "WHERE c.survey = :survey AND c.owned"), {"survey": survey}).rowcount
         _index_and_attach(conn, assignments_part, f"{q}.assignments", bound, ["survey", "source_id", "cutout_id"])
         log.info("spatial join: %d (source, cutout) pairs in %.1f s", inserted, time.monotonic() - t0)
-        # the survey reaches SQL as a bound parameter here; COPY then reads the temporary result
-        conn.execute(sa.text(
-            "CREATE TEMP TABLE tmp_result ON COMMIT DROP AS "
-            f"SELECT a.source_id, a.cutout_id, c.field FROM {q}.assignments AS a "
-            f"JOIN {q}.cutouts AS c ON c.survey = a.survey AND c.cutout_id = a.cutout_id "
-            "WHERE a.survey = :survey ORDER BY a.cutout_id, a.source_id"), {"survey": survey})
-        assigned = copy_query(conn, "SELECT * FROM tmp_result",
-                             {"source_id": pa.int64(), "cutout_id": pa.string(), "field": pa.string()})
+        t0 = time.monotonic()
+        pairs = copy_query(conn, f"SELECT source_id, cutout_id FROM {assignments_part}",
+                           {"source_id": pa.int64(), "cutout_id": pa.dictionary(pa.int32(), pa.string())})
         owned = pd.DataFrame(conn.execute(sa.text(
-            f"SELECT cutout_id, field, split, owned FROM {q}.cutouts WHERE survey = :survey ORDER BY cutout_id"),
+            f"SELECT cutout_id, field, split, owned FROM {q}.cutouts WHERE survey = :survey"),
             {"survey": survey}).fetchall(), columns=["cutout_id", "field", "split", "owned"])
-    return assigned.astype({"source_id": np.int64}), owned
+    owned = owned.sort_values("cutout_id", ignore_index=True)
+    assigned = _with_fields_sorted(pairs, owned)
+    log.info("read back %d pairs in %.1f s", len(assigned), time.monotonic() - t0)
+    return assigned, owned
+
+
+def _with_fields_sorted(pairs: pd.DataFrame, cutouts: pd.DataFrame) -> pd.DataFrame:
+    """(source_id, cutout_id) pairs with the cutout's field, ordered by cutout id, then source id.
+
+    Sorted here, by code point, so the order is the same whatever the
+    database's collation (a server's locale orders ``_`` and digits its own
+    way); ``cutouts`` holds every cutout id of the pairs, sorted.
+    """
+    ids = cutouts["cutout_id"].to_numpy(object)
+    codes = pd.Categorical(pairs["cutout_id"], categories=ids).codes
+    if (codes < 0).any():
+        raise ValueError("assignments name cutouts the cutouts table does not hold")
+    order = np.lexsort((pairs["source_id"].to_numpy(np.int64), codes))
+    codes = codes[order]
+    return pd.DataFrame({"source_id": pairs["source_id"].to_numpy(np.int64)[order], "cutout_id": ids[codes],
+                         "field": cutouts["field"].to_numpy(object)[codes]})
 
 
 def build_index(sources_path: str | Path, manifest_paths: list[str | Path],
