@@ -14,6 +14,7 @@ rule boxes:
         f"{RESULTS}/logs/boxes.log",
     benchmark:
         f"{RESULTS}/benchmarks/boxes.tsv"
+    priority: CRITICAL_PATH
     conda:
         "../envs/dataset.yaml"
     params:

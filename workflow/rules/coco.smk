@@ -15,6 +15,7 @@ rule coco:
         f"{RESULTS}/logs/coco.log",
     benchmark:
         f"{RESULTS}/benchmarks/coco.tsv"
+    priority: CRITICAL_PATH
     conda:
         "../envs/dataset.yaml"
     params:

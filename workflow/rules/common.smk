@@ -64,6 +64,11 @@ CUTOUT_PARTS = {
     for field in FIELD_NAMES
 }
 PARTS = f"{RESULTS}/parts"
+# Ingest -> index -> filter -> boxes -> coco is the dataset's longest chain; the
+# views only feed coco at its end. With few cores the scheduler must start a
+# chain job before views jobs that are ready at the same moment, or the views of
+# a big field hold every core while the index waits (the full SDC1 field: 40 s).
+CRITICAL_PATH = 10
 for _field in FIELD_NAMES:
     if _simulated_shape(_field) is None and not Path(FIELDS.loc[_field, "image"]).exists():
         print(

@@ -122,7 +122,7 @@ rule views_part:
         field=SPLIT_FIELDS,
     conda:
         "../envs/dataset.yaml"
-    threads: 2
+    threads: 1  # the parts run side by side, and beside the index
     params:
         views=config["views"],
     script:

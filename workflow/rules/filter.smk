@@ -15,6 +15,7 @@ rule filter:
         f"{RESULTS}/logs/filter.log",
     benchmark:
         f"{RESULTS}/benchmarks/filter.tsv"
+    priority: CRITICAL_PATH
     conda:
         "../envs/dataset.yaml"
     params:

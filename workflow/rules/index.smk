@@ -14,6 +14,7 @@ rule index:
         f"{RESULTS}/logs/index.log",
     benchmark:
         f"{RESULTS}/benchmarks/index.tsv"
+    priority: CRITICAL_PATH
     conda:
         "../envs/postgis.yaml"
     params:
