@@ -350,9 +350,10 @@ def _print_one_job(entry) -> None:
     if one is None:
         return
     verdict = "the same" if one["all_same"] else "DIFFERENT: " + ", ".join(k for k, v in one["same"].items() if not v)
+    parts = entry["run"]["stages"]["cutouts"].get("parts", 0)
+    run = f"the {parts} parts' gathered output" if parts else "the run's (also one job: cutouts.max_per_job)"
     print(f"cut and viewed again in one job ({one['one_job_seconds']} s): {one['files_compared']:,} files, the "
-          f"manifest and the pixel sample compared with the {entry['run']['stages']['cutouts'].get('jobs', 1)} "
-          f"jobs' output: {verdict}")
+          f"manifest and the pixel sample compared with {run}: {verdict}")
 
 
 def _print_growth(report) -> None:
