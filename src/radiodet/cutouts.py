@@ -35,7 +35,7 @@ from .errors import ImageError
 from .geometry import normalise_ra
 from .images import Beam, SkyImage, open_image, robust_rms
 from .logs import Progress
-from .manifest import MANIFEST_COLUMNS, footprint, format_polygon
+from .manifest import MANIFEST_COLUMNS, cutout_dir_in_manifest, footprint, format_polygon
 from .schema import write_parquet
 from .tiling import Tile, layout_tiles, regions_for_field, rows_of_part, tile_rows
 
@@ -181,27 +181,24 @@ def make_cutouts(image_path: str | Path, out_dir: str | Path, manifest_path: str
             raise ImageError(image.path, f"no {config.size} px cutout fits in the image ({nx} x {ny}) and the "
                                          f"split regions that apply to field {field!r}")
         stride = max(1, int(np.sqrt(nx * ny / config.pixel_sample_size)))
-        bands = tile_rows(tiles)
-        mine = rows_of_part(len(bands), part, parts)
+        all_bands = tile_rows(tiles)
+        mine = rows_of_part(len(all_bands), part, parts)
         next_sample_row = 0
-        for y0, y1, _ in bands[:mine.start]:  # what the parts before this one sampled
+        for y0, y1, _ in all_bands[:mine.start]:  # what the parts before this one sampled
             if _first_sampled_row(next_sample_row, y0, stride) < y1:
                 next_sample_row = y1
-        bands = bands[mine.start:mine.stop]
+        bands = all_bands[mine.start:mine.stop]
         n_tiles = sum(len(band_tiles) for _, _, band_tiles in bands)
         label = f"cutouts of {field}"
         if parts > 1:
-            label += f" (part {part + 1} of {parts}: rows {mine.start}-{mine.stop - 1} of {len(tile_rows(tiles))})"
+            label += f" (part {part + 1} of {parts}: rows {mine.start}-{mine.stop - 1} of {len(all_bands)})"
             log.info("%s: %d tiles", label, n_tiles)
         rows: list[dict] = []
         samples: list[np.ndarray] = []
         dropped_nan = 0
         progress = Progress(label, n_tiles, unit="cutouts")
         writer = None
-        try:
-            relative_dir = out_dir.relative_to(manifest_path.parent)
-        except ValueError:
-            relative_dir = out_dir.resolve()
+        relative_dir = cutout_dir_in_manifest(out_dir, manifest_path)
         with atomic_directory(out_dir) as tmp_dir:
             for y0, y1, band_tiles in bands:
                 bx0 = min(t.x0 for t in band_tiles)

@@ -25,7 +25,7 @@ from .images import Beam, celestial_wcs
 from .schema import read_parquet_metadata
 
 __all__ = ["MANIFEST_COLUMNS", "field_wcs", "field_beam", "field_shape", "read_manifests", "footprint",
-           "format_polygon"]
+           "format_polygon", "cutout_dir_in_manifest"]
 
 MANIFEST_COLUMNS: dict[str, tuple[pa.DataType, str, str]] = {
     "cutout_id": (pa.string(), "", "unique cutout id: <field>_x<x0>_y<y0>"),
@@ -45,6 +45,14 @@ MANIFEST_COLUMNS: dict[str, tuple[pa.DataType, str, str]] = {
     "rms_mad": (pa.float64(), "", "1.4826 x MAD of finite pixels, in the image unit (BUNIT)"),
     "median": (pa.float64(), "", "median of finite pixels, in the image unit"),
 }
+
+
+def cutout_dir_in_manifest(cutout_dir: Path, manifest_path: Path) -> Path:
+    """How the ``file`` column names ``cutout_dir``: relative to the manifest's directory, else absolute."""
+    try:
+        return cutout_dir.relative_to(manifest_path.parent)
+    except ValueError:
+        return cutout_dir.resolve()
 
 
 def field_wcs(manifest_path: str | Path):

@@ -25,7 +25,7 @@ import pandas as pd
 from .atomic import atomic_directory, atomic_path, link_or_copy, write_json
 from .errors import ImageError
 from .images import image_shape
-from .manifest import MANIFEST_COLUMNS
+from .manifest import MANIFEST_COLUMNS, cutout_dir_in_manifest
 from .schema import read_parquet_metadata, write_parquet
 from .tiling import count_parts
 
@@ -92,10 +92,7 @@ def gather_cutouts(part_manifests: list[str | Path], part_samples: list[str | Pa
     if manifest.empty:
         raise ImageError(metadata[0]["image"], f"no cutout in any of the {len(frames)} parts: every tile is NaN "
                                                "beyond cutouts.max_nan_fraction (an all-NaN image?)")
-    try:
-        relative_dir = fits_dir.relative_to(manifest_path.parent)
-    except ValueError:
-        relative_dir = fits_dir.resolve()
+    relative_dir = cutout_dir_in_manifest(fits_dir, manifest_path)
     files = []
     with atomic_directory(fits_dir) as tmp_dir:
         for path, frame in zip(part_manifests, frames):

@@ -59,23 +59,22 @@ def _simulated_shape(field):
 # How many jobs cut each field (cutouts.max_per_job), known from the headers
 # before the run: a field of one part is cut by rule cutouts, a bigger one by
 # rule cutouts_part per run of rows of cutouts, gathered by rule cutouts_gather.
-CUTOUT_PARTS = {
-    field: planned_parts(FIELDS.loc[field, "image"], config["cutouts"], shape=_simulated_shape(field))
-    for field in FIELD_NAMES
-}
+CUTOUT_PARTS = {}
+for _field in FIELD_NAMES:
+    _shape = _simulated_shape(_field)
+    if _shape is None and not Path(FIELDS.loc[_field, "image"]).exists():
+        print(
+            f"field {_field}: {FIELDS.loc[_field, 'image']} is not there yet (an earlier rule makes it), so one job "
+            "cuts it; a run started after it exists splits it by cutouts.max_per_job",
+            file=sys.stderr,
+        )
+    CUTOUT_PARTS[_field] = planned_parts(FIELDS.loc[_field, "image"], config["cutouts"], shape=_shape)
 PARTS = f"{RESULTS}/parts"
 # Ingest -> index -> filter -> boxes -> coco is the dataset's longest chain; the
 # views only feed coco at its end. With few cores the scheduler must start a
 # chain job before views jobs that are ready at the same moment, or the views of
 # a big field hold every core while the index waits (the full SDC1 field: 40 s).
 CRITICAL_PATH = 10
-for _field in FIELD_NAMES:
-    if _simulated_shape(_field) is None and not Path(FIELDS.loc[_field, "image"]).exists():
-        print(
-            f"field {_field}: {FIELDS.loc[_field, 'image']} is not there yet (an earlier rule makes it), so one job "
-            "cuts it; a run started after it exists splits it by cutouts.max_per_job",
-            file=sys.stderr,
-        )
 
 
 def fields_regex(fields):
