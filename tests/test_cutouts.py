@@ -149,6 +149,21 @@ def test_the_png_compression_level_changes_the_files_not_the_decoded_pixels(tmp_
         np.testing.assert_array_equal(stored, packed)
 
 
+def test_the_stored_png_is_a_valid_greyscale_png_of_the_array_unflipped(tmp_path):
+    from radiodet.views import write_png
+
+    pixels = np.arange(7 * 300, dtype=np.uint32).reshape(7, 300).astype(np.uint8)  # not square, every value
+    pixels[0, 0], pixels[6, 299] = 255, 0
+    write_png(tmp_path / "a.png", pixels, 0)
+    with Image.open(tmp_path / "a.png") as image:
+        image.verify()  # chunk CRCs and structure
+    with Image.open(tmp_path / "a.png") as image:
+        assert image.mode == "L" and image.size == (300, 7)
+        np.testing.assert_array_equal(np.asarray(image), pixels)
+    write_png(tmp_path / "b.png", pixels, 6)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "b.png")), pixels)
+
+
 def test_views_written_by_several_processes_equal_one_process_byte_for_byte(tmp_path, monkeypatch):
     import radiodet.views as views
 

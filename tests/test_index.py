@@ -13,7 +13,10 @@ from conftest import SDC1_IMAGE, SDC1_TRUTH, gaussian_image, sky_header, write_i
 from radiodet.cutouts import CutoutConfig, make_cutouts
 from radiodet.db import (
     DatabaseUnavailable,
+    PlanarPoints,
+    binary_copy_records,
     connection_url,
+    copy_binary,
     engine_for,
     validate_identifier,
 )
@@ -208,6 +211,34 @@ def test_private_server_listens_on_a_private_socket_only(engine, postgis_url):
     datadir = os.path.join(os.path.dirname(socket_dir), "data")
     if os.path.isdir(datadir):
         assert stat.S_IMODE(os.stat(datadir).st_mode) == 0o700
+
+
+def test_binary_copy_round_trips_every_value_exactly(engine):
+    """Binary COPY: int64 extremes, float64 bits (no decimal rounding), a non-ASCII constant, WKB points."""
+    rng = np.random.default_rng(3)
+    ids = np.array([np.iinfo(np.int64).min, -1, 0, 2**53 + 1, np.iinfo(np.int64).max], dtype=np.int64)
+    ra = np.array([0.0, 359.99999999999994, 1e-300, -0.0, 123.456789012345678])
+    x, y = rng.normal(0, 3e5, 5), np.array([-1e-12, 1.5e5, np.pi, -2.0**-40, 7.0])
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS postgis"))
+        conn.execute(sa.text("CREATE TEMP TABLE t_binary (field text, source_id bigint, ra double precision, "
+                             "position geometry(POINT, 0)) ON COMMIT DROP"))
+        chunks = [binary_copy_records({"field": "Ä-field_1", "source_id": ids[:2], "ra": ra[:2],
+                                       "position": PlanarPoints(x[:2], y[:2])}),
+                  binary_copy_records({"field": "f2", "source_id": ids[2:], "ra": ra[2:],
+                                       "position": PlanarPoints(x[2:], y[2:])})]
+        copy_binary(conn, "t_binary", ["field", "source_id", "ra", "position"], chunks)
+        rows = conn.execute(sa.text("SELECT field, source_id, ra, ST_X(position), ST_Y(position), "
+                                    "ST_SRID(position) FROM t_binary")).fetchall()
+    assert [r[0] for r in rows] == ["Ä-field_1"] * 2 + ["f2"] * 3
+    assert [r[1] for r in rows] == ids.tolist()
+    assert np.array_equal(np.array([r[2] for r in rows]).view(np.int64), ra.view(np.int64))  # bit for bit
+    assert np.array_equal([r[3] for r in rows], x) and np.array_equal([r[4] for r in rows], y)
+    assert {r[5] for r in rows} == {0}
+    with pytest.raises(TypeError, match="column ra: binary COPY of dtype float32"):
+        binary_copy_records({"ra": ra.astype(np.float32)})
+    with pytest.raises(ValueError, match="column ra has 2 rows, the others 5"):
+        binary_copy_records({"source_id": ids, "ra": ra[:2]})
 
 
 def test_connection_rules():

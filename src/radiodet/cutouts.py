@@ -35,7 +35,7 @@ from .errors import ImageError
 from .geometry import normalise_ra
 from .images import Beam, SkyImage, open_image, robust_rms
 from .logs import Progress
-from .manifest import MANIFEST_COLUMNS, cutout_dir_in_manifest, footprint, format_polygon
+from .manifest import MANIFEST_COLUMNS, cutout_dir_in_manifest, footprints, format_polygon
 from .schema import write_parquet
 from .tiling import Tile, layout_tiles, regions_for_field, rows_of_part, tile_rows
 
@@ -69,6 +69,8 @@ class _CutoutWriter:
     """
 
     VARYING = ("CRPIX1", "CRPIX2", "CUTID", "CUTX0", "CUTY0", "SPLIT", "RMSMAD")
+    #: the varying cards whose values recur from cutout to cutout (formatted once each)
+    REPEATING = frozenset({"CRPIX1", "CRPIX2", "CUTX0", "CUTY0", "SPLIT"})
 
     def __init__(self, template: fits.Header, shape: tuple[int, int]):
         hdu = fits.PrimaryHDU(data=np.zeros(shape, dtype=np.float32), header=template)
@@ -79,13 +81,30 @@ class _CutoutWriter:
         if missing:
             raise ValueError(f"cutout header template lacks {missing}")
         self.shape = shape
+        self._images: dict[tuple, str] = {}
+
+    def card_image(self, key: str, value, comment: str | None) -> str:
+        """The 80-character card, formatted by astropy once per distinct (key, value, comment).
+
+        A grid repeats each CRPIX/CUTX0/CUTY0/SPLIT value along a row or column
+        of cutouts; the value's type is part of the key (``1 == 1.0`` in Python,
+        but the cards differ).
+        """
+        cache_key = (key, type(value), value, comment)
+        image = self._images.get(cache_key)
+        if image is None:
+            image = fits.Card(key, value, comment).image
+            if len(self._images) < 100_000:
+                self._images[cache_key] = image
+        return image
 
     def write(self, path: Path, data: np.ndarray, values: dict[str, tuple]) -> None:
         if data.shape != self.shape:
             raise ValueError(f"cutout of shape {data.shape}, expected {self.shape}")
         cards = list(self.cards)
         for key, (value, comment) in values.items():
-            cards[self.index[key]] = fits.Card(key, value, comment).image
+            cards[self.index[key]] = (self.card_image(key, value, comment) if key in self.REPEATING
+                                      else fits.Card(key, value, comment).image)
         header = "".join(cards) + "END".ljust(80)
         header += " " * (-len(header) % 2880)
         payload = np.ascontiguousarray(data, dtype=">f4").tobytes()
@@ -204,11 +223,15 @@ def make_cutouts(image_path: str | Path, out_dir: str | Path, manifest_path: str
                 bx0 = min(t.x0 for t in band_tiles)
                 bx1 = max(t.x1 for t in band_tiles)
                 band = image.read(y0, y1, bx0, bx1)
+                # the band's footprints and centres in one WCS call each
+                tx0, ty0, tx1, ty1 = (np.array([getattr(t, c) for t in band_tiles]) for c in ("x0", "y0", "x1", "y1"))
+                band_ra, band_dec = footprints(image.wcs, tx0, ty0, tx1, ty1)
+                centre_ra, centre_dec = image.wcs.pixel_to_world_values((tx0 + tx1 - 1) / 2, (ty0 + ty1 - 1) / 2)
                 first = _first_sampled_row(next_sample_row, y0, stride)
                 if first < y1:
                     samples.append(band[first - y0::stride, ::stride].ravel())
                     next_sample_row = y1
-                for tile in band_tiles:
+                for i, tile in enumerate(band_tiles):
                     data = band[:, tile.x0 - bx0:tile.x1 - bx0]
                     nan_fraction = float(np.count_nonzero(~np.isfinite(data))) / data.size
                     if nan_fraction >= 1.0 or nan_fraction > config.max_nan_fraction:
@@ -230,15 +253,12 @@ def make_cutouts(image_path: str | Path, out_dir: str | Path, manifest_path: str
                         "CUTY0": (tile.y0, "parent row of pixel y=0 (0-based)"),
                         "SPLIT": (tile.split, "dataset split"),
                         "RMSMAD": (rms, "1.4826 x median absolute deviation")})
-                    ra, dec = footprint(image.wcs, tile.x0, tile.y0, tile.x1, tile.y1)
-                    ra_c, dec_c = image.wcs.pixel_to_world_values((tile.x0 + tile.x1 - 1) / 2,
-                                                                  (tile.y0 + tile.y1 - 1) / 2)
                     rows.append({
                         "cutout_id": cutout_id, "field": field, "split": tile.split,
                         "file": str(relative_dir / name), "x0": tile.x0, "y0": tile.y0, "x1": tile.x1,
                         "y1": tile.y1, "width": tile.x1 - tile.x0, "height": tile.y1 - tile.y0,
-                        "ra_center": float(normalise_ra(ra_c)), "dec_center": float(dec_c),
-                        "footprint": format_polygon(ra, dec), "nan_fraction": nan_fraction,
+                        "ra_center": float(normalise_ra(centre_ra[i])), "dec_center": float(centre_dec[i]),
+                        "footprint": format_polygon(band_ra[i], band_dec[i]), "nan_fraction": nan_fraction,
                         "rms_mad": rms, "median": median,
                     })
                     progress.advance()

@@ -17,6 +17,7 @@ Where the connection comes from, in order:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import getpass
 import glob
@@ -30,7 +31,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -43,7 +44,8 @@ from sqlalchemy.engine import make_url
 from .errors import ConfigError
 
 __all__ = ["connection_url", "private_server", "engine_for", "validate_identifier", "DatabaseUnavailable",
-           "index_tables", "copy_rows", "copy_query", "hex_ewkb_points"]
+           "index_tables", "copy_rows", "copy_query", "copy_binary", "binary_copy_records",
+           "PlanarPoints"]
 
 log = logging.getLogger(__name__)
 
@@ -345,14 +347,71 @@ def index_tables(schema: str) -> tuple[sa.MetaData, dict[str, sa.Table]]:
                   "assignments": assignments}
 
 
-def hex_ewkb_points(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Planar points as hex WKB (little-endian, SRID 0), the text PostGIS reads into ``geometry``.
+@dataclasses.dataclass(frozen=True)
+class PlanarPoints:
+    """A ``geometry(POINT, 0)`` column for :func:`copy_binary`: x, y arrays (the plane's units)."""
 
-    Lets COPY fill a geometry column directly, with no SQL pass over the rows.
+    x: np.ndarray
+    y: np.ndarray
+
+
+#: COPY's binary format: signature, flags, header-extension length; the trailer is a field count of -1
+_COPY_BINARY_HEADER = b"PGCOPY\n\xff\r\n\0" + b"\0\0\0\0" + b"\0\0\0\0"
+_COPY_BINARY_TRAILER = b"\xff\xff"
+
+
+def binary_copy_records(columns: dict[str, np.ndarray | str | PlanarPoints]) -> bytes:
+    """The rows of COPY's binary format for ``columns`` (no header or trailer).
+
+    A column is an int64 array (``bigint``), a float64 array (``double
+    precision``, sent as its 8 bytes: no decimal round trip), a ``str``
+    (``text``, the same for every row) or :class:`PlanarPoints` (``geometry``
+    as little-endian WKB, which PostGIS receives directly). One numpy record
+    per row: each field is its length (big-endian int32) and its bytes.
     """
-    records = np.empty(len(x), dtype=[("order", "u1"), ("type", "<u4"), ("x", "<f8"), ("y", "<f8")])
-    records["order"], records["type"], records["x"], records["y"] = 1, 1, x, y
-    return np.frombuffer(records.tobytes().hex().encode(), dtype="S42").astype(str)
+    layout, fill, n = [("count", ">i2")], {}, None
+    for k, (name, value) in enumerate(columns.items()):
+        if isinstance(value, str):
+            encoded = value.encode("utf-8")
+            layout += [(f"len{k}", ">i4"), (f"v{k}", f"S{len(encoded)}")]
+            fill[f"len{k}"], fill[f"v{k}"] = len(encoded), encoded
+            continue
+        if isinstance(value, PlanarPoints):
+            layout += [(f"len{k}", ">i4"), (f"order{k}", "u1"), (f"type{k}", "<u4"), (f"x{k}", "<f8"),
+                       (f"y{k}", "<f8")]
+            fill.update({f"len{k}": 21, f"order{k}": 1, f"type{k}": 1, f"x{k}": value.x, f"y{k}": value.y})
+            size = len(value.x)
+        else:
+            value = np.asarray(value)
+            kind = {np.dtype(np.int64): ">i8", np.dtype(np.float64): ">f8"}.get(value.dtype)
+            if kind is None:
+                raise TypeError(f"column {name}: binary COPY of dtype {value.dtype} is not supported")
+            layout += [(f"len{k}", ">i4"), (f"v{k}", kind)]
+            fill[f"len{k}"], fill[f"v{k}"] = 8, value
+            size = len(value)
+        if n is not None and size != n:
+            raise ValueError(f"column {name} has {size} rows, the others {n}")
+        n = size
+    if n is None:
+        raise ValueError("binary COPY needs at least one array column")
+    records = np.empty(n, dtype=layout)
+    records["count"] = len(columns)
+    for field, value in fill.items():
+        records[field] = value
+    return records.tobytes()
+
+
+def copy_binary(conn: sa.Connection, table: str, columns: list[str], chunks: Iterable[bytes]) -> None:
+    """COPY rows in binary format (``chunks`` from :func:`binary_copy_records`) into ``table`` (trusted name)."""
+    stream = io.BytesIO()
+    stream.write(_COPY_BINARY_HEADER)
+    for chunk in chunks:
+        stream.write(chunk)
+    stream.write(_COPY_BINARY_TRAILER)
+    stream.seek(0)
+    raw = conn.connection.dbapi_connection
+    with raw.cursor() as cursor:
+        cursor.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT binary)", stream)
 
 
 def copy_rows(conn: sa.Connection, table: str, columns: list[str], frame: pd.DataFrame) -> None:

@@ -279,13 +279,17 @@ def sample_image(path: str | Path, ra, dec, *, order: int = 1) -> np.ndarray:
 
 def robust_rms(values: np.ndarray) -> tuple[float, float]:
     """(1.4826 x MAD, median) of the finite values; NaN for none."""
-    finite = values[np.isfinite(values)].astype(np.float64)  # a private copy, partitioned in place below
-    n = finite.size
-    if n == 0:
+    finite = np.isfinite(values)
+    # private copies, partitioned in place below; the median is one of the values (or the
+    # mean of two), so selecting it in their own dtype gives the float64 result
+    finite = values.ravel().copy() if finite.all() else values[finite]
+    if finite.size == 0:
         return float("nan"), float("nan")
     median = _median_in_place(finite)
-    np.abs(finite - median, out=finite)
-    return MAD_TO_SIGMA * _median_in_place(finite), median
+    deviation = finite.astype(np.float64)
+    deviation -= median
+    np.abs(deviation, out=deviation)
+    return MAD_TO_SIGMA * _median_in_place(deviation), median
 
 
 def _median_in_place(values: np.ndarray) -> float:
@@ -295,4 +299,4 @@ def _median_in_place(values: np.ndarray) -> float:
         values.partition(half)
         return float(values[half])
     values.partition([half - 1, half])
-    return 0.5 * float(values[half - 1] + values[half])
+    return 0.5 * (float(values[half - 1]) + float(values[half]))

@@ -26,10 +26,12 @@ concurrent index jobs (of one survey or several) take turns.
 
 ``sources`` (RA, Dec; the ``sky_sources`` view adds their geography),
 ``source_points`` and ``assignments`` are partitioned by survey: each
-survey's rows are COPYed into fresh plain tables with no index, then their
-primary keys (and the points' GiST index) are built once and they are
-attached as the survey's partitions (a bulk load into tables with live
-indexes was the index stage's main cost). Re-indexing drops the survey's old
+survey's rows are COPYed into fresh plain tables with no index, in COPY's
+binary format (floats as their 8 bytes, points as WKB: nothing for the
+server to parse, 2-3 x faster than CSV), then their primary keys (and the
+points' GiST index) are built once and they are attached as the survey's
+partitions (a bulk load into tables with live indexes was the index stage's
+main cost). Re-indexing drops the survey's old
 partitions, which also replaces a ``DELETE`` of millions of rows. Tables of
 an earlier layout (unpartitioned, or ``sources`` with a geography column)
 are dropped with a warning: they hold only rows derived from the workflow's
@@ -51,7 +53,16 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from .atomic import write_json
-from .db import copy_query, copy_rows, database, hex_ewkb_points, index_tables, validate_identifier
+from .db import (
+    PlanarPoints,
+    binary_copy_records,
+    copy_binary,
+    copy_query,
+    copy_rows,
+    database,
+    index_tables,
+    validate_identifier,
+)
 from .errors import ConfigError, InputError
 from .geometry import local_offsets, wrap_ra_difference
 from .manifest import field_shape, field_wcs, footprints
@@ -295,14 +306,17 @@ def load_and_assign(engine: sa.Engine, sources: pd.DataFrame, cutouts: pd.DataFr
         # COPY straight into the new partitions (the survey column from their default)
         conn.execute(sa.text(f"CREATE TABLE {sources_part} (LIKE {q}.sources INCLUDING DEFAULTS)"))
         conn.execute(sa.text(f"ALTER TABLE {sources_part} ALTER COLUMN survey SET DEFAULT {bound}"))
-        copy_rows(conn, sources_part, ["source_id", "ra", "dec"], sources)
+        copy_binary(conn, sources_part, ["source_id", "ra", "dec"], [binary_copy_records({
+            name: sources[name].to_numpy(dtype) for name, dtype in
+            (("source_id", np.int64), ("ra", np.float64), ("dec", np.float64))})])
         _index_and_attach(conn, sources_part, f"{q}.sources", bound, ["survey", "source_id"])
         t1 = time.monotonic()
         conn.execute(sa.text(f"CREATE TABLE {points_part} (LIKE {q}.source_points INCLUDING DEFAULTS)"))
         conn.execute(sa.text(f"ALTER TABLE {points_part} ALTER COLUMN survey SET DEFAULT {bound}"))
-        copy_rows(conn, points_part, ["field", "source_id", "position"], pd.DataFrame({
-            "field": planar["field"], "source_id": planar["source_id"],
-            "position": hex_ewkb_points(planar["x"].to_numpy(float), planar["y"].to_numpy(float))}))
+        copy_binary(conn, points_part, ["field", "source_id", "position"], (binary_copy_records({
+            "field": field, "source_id": group["source_id"].to_numpy(np.int64),
+            "position": PlanarPoints(group["x"].to_numpy(np.float64), group["y"].to_numpy(np.float64))})
+            for field, group in planar.groupby("field", sort=False)))
         t2 = time.monotonic()
         _index_and_attach(conn, points_part, f"{q}.source_points", bound, ["survey", "field", "source_id"],
                           gist="position")

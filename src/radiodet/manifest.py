@@ -24,7 +24,7 @@ from .geometry import normalise_ra
 from .images import Beam, celestial_wcs
 from .schema import read_parquet_metadata
 
-__all__ = ["MANIFEST_COLUMNS", "field_wcs", "field_beam", "field_shape", "read_manifests", "footprint",
+__all__ = ["MANIFEST_COLUMNS", "field_wcs", "field_beam", "field_shape", "read_manifests", "footprints",
            "format_polygon", "cutout_dir_in_manifest"]
 
 MANIFEST_COLUMNS: dict[str, tuple[pa.DataType, str, str]] = {
@@ -106,12 +106,6 @@ def footprints(wcs, x0, y0, x1, y1, *, per_edge: int = 4) -> tuple[np.ndarray, n
     ra, dec = wcs.pixel_to_world_values(xs.ravel(), ys.ravel())
     shape = (n, 4 * per_edge + 1)
     return normalise_ra(ra).reshape(shape), np.asarray(dec).reshape(shape)
-
-
-def footprint(wcs, x0: int, y0: int, x1: int, y1: int, *, per_edge: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`footprints` of one pixel rectangle: its closed sky polygon (RA in [0, 360), Dec)."""
-    ra, dec = footprints(wcs, [x0], [y0], [x1], [y1], per_edge=per_edge)
-    return ra[0], dec[0]
 
 
 def format_polygon(ra: np.ndarray, dec: np.ndarray) -> str:
