@@ -27,6 +27,7 @@ Layout of ``results/<survey>/coco/``::
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -35,9 +36,10 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from .atomic import atomic_directory, link_or_copy, write_json
+from .atomic import atomic_directory, link_or_copy, write_json, write_text
 from .manifest import read_manifests
 from .tiling import SPLITS
+from .workers import CAN_FORK, forked_pool
 
 __all__ = ["ellipse_polygon", "ellipse_polygons", "build_coco", "write_coco"]
 
@@ -83,16 +85,54 @@ def ellipse_polygon(cx, cy, major_fwhm, minor_fwhm, angle_deg, n_sigma, width, h
                             vertices=vertices)[0]
 
 
-def build_coco(split: str, manifest: pd.DataFrame, boxes: pd.DataFrame, classes: dict[int, str], *,
-               n_sigma: float, fits_prefix: dict[str, str], npy_prefix: dict[str, str] | None = None,
-               survey: str = "", segmentation: bool = True) -> dict:
-    """The COCO dict of one split (pure function; paths given as prefixes).
+class _Annotations:
+    """One split's annotations as plain Python values, built into COCO records a range at a time.
 
-    ``fits_prefix[field]`` is the path, relative to the JSON, of the directory
-    the manifest's ``file`` entries are relative to; ``npy_prefix[field]`` the
-    directory of the NPY views.
+    ``mine``: the split's boxes with ``image_id``, in image then source order;
+    ``polygons``: each one's clipped ellipse (may be empty). Records
+    ``start..stop-1`` get ids ``start+1..stop``, whoever builds them, so
+    ranges built by several processes concatenate to one pass's list.
     """
-    images, annotations = [], []
+
+    COLUMNS = ("image_id", "class_id", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "source_id", "flux", "snr", "ra",
+               "dec", "x", "y", "intrinsic_major", "intrinsic_minor", "intrinsic_angle", "pb", "rms")
+
+    def __init__(self, mine: pd.DataFrame, polygons: list[list[float]]):
+        self.columns = {name: mine[name].tolist() for name in self.COLUMNS}
+        self.area = (mine["bbox_w"] * mine["bbox_h"]).tolist()
+        self.polygons = polygons
+
+    def __len__(self) -> int:
+        return len(self.area)
+
+    def records(self, start: int = 0, stop: int | None = None) -> list[dict]:
+        columns, area, polygons = self.columns, self.area, self.polygons
+        out = []
+        for k in range(start, len(self) if stop is None else stop):
+            bbox = [round(float(columns[c][k]), 4) for c in ("bbox_x", "bbox_y", "bbox_w", "bbox_h")]
+            polygon = polygons[k]
+            if not polygon:  # clipped to nothing: the box instead (keeps pycocotools happy)
+                x, y, w, h = bbox
+                polygon = [x, y, x + w, y, x + w, y + h, x, y + h]
+            out.append({
+                "id": k + 1, "image_id": int(columns["image_id"][k]), "category_id": int(columns["class_id"][k]),
+                "bbox": bbox, "area": round(float(area[k]), 4), "iscrowd": 0, "segmentation": [polygon],
+                "source_id": int(columns["source_id"][k]), "flux": float(columns["flux"][k]),
+                "snr": float(columns["snr"][k]), "ra": float(columns["ra"][k]), "dec": float(columns["dec"][k]),
+                "centre": [round(float(columns["x"][k]) + 0.5, 4), round(float(columns["y"][k]) + 0.5, 4)],
+                "intrinsic": [round(float(columns["intrinsic_major"][k]), 4),
+                              round(float(columns["intrinsic_minor"][k]), 4),
+                              round(float(columns["intrinsic_angle"][k]), 3)],
+                "pb": round(float(columns["pb"][k]), 6), "rms": float(columns["rms"][k]),
+            })
+        return out
+
+
+def _coco_parts(split: str, manifest: pd.DataFrame, boxes: pd.DataFrame, classes: dict[int, str], *,
+                n_sigma: float, fits_prefix: dict[str, str], npy_prefix: dict[str, str] | None,
+                survey: str, segmentation: bool) -> tuple[dict, _Annotations]:
+    """The COCO dict of one split without its annotations, and the annotations (see :func:`build_coco`)."""
+    images = []
     sub = manifest[manifest["split"] == split].sort_values(["field", "cutout_id"]).reset_index(drop=True)
     image_ids = {cutout_id: i for i, cutout_id in enumerate(sub["cutout_id"], start=1)}
     for image_id, row in enumerate(sub.itertuples(), start=1):
@@ -103,7 +143,7 @@ def build_coco(split: str, manifest: pd.DataFrame, boxes: pd.DataFrame, classes:
         if npy_prefix:
             record["npy_file"] = str(Path(npy_prefix[row.field]) / f"{row.cutout_id}.npy")
         images.append(record)
-    # annotations in image order, then by source id, as plain Python values (one pass, no per-image frames)
+    # annotations in image order, then by source id (one pass, no per-image frames)
     mine = boxes[(boxes["split"] == split) & boxes["cutout_id"].isin(image_ids)].copy()
     mine["image_id"] = mine["cutout_id"].map(image_ids)
     mine = mine.sort_values(["image_id", "source_id"], kind="stable").reset_index(drop=True)
@@ -111,44 +151,74 @@ def build_coco(split: str, manifest: pd.DataFrame, boxes: pd.DataFrame, classes:
     polygons = (ellipse_polygons(mine["x"] + 0.5, mine["y"] + 0.5, mine["ellipse_major"], mine["ellipse_minor"],
                                  mine["ellipse_angle"], n_sigma, sizes[:, 0], sizes[:, 1])
                 if segmentation and len(mine) else [[] for _ in range(len(mine))])
-    columns = {name: mine[name].tolist() for name in (
-        "image_id", "class_id", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "source_id", "flux", "snr", "ra", "dec",
-        "x", "y", "intrinsic_major", "intrinsic_minor", "intrinsic_angle", "pb", "rms")}
-    area = (mine["bbox_w"] * mine["bbox_h"]).tolist()
-    for k in range(len(mine)):
-        annotations.append({
-            "id": k + 1, "image_id": int(columns["image_id"][k]), "category_id": int(columns["class_id"][k]),
-            "bbox": [round(float(columns[c][k]), 4) for c in ("bbox_x", "bbox_y", "bbox_w", "bbox_h")],
-            "area": round(float(area[k]), 4), "iscrowd": 0,
-            "segmentation": [polygons[k]],
-            "source_id": int(columns["source_id"][k]), "flux": float(columns["flux"][k]),
-            "snr": float(columns["snr"][k]), "ra": float(columns["ra"][k]), "dec": float(columns["dec"][k]),
-            "centre": [round(float(columns["x"][k]) + 0.5, 4), round(float(columns["y"][k]) + 0.5, 4)],
-            "intrinsic": [round(float(columns["intrinsic_major"][k]), 4),
-                          round(float(columns["intrinsic_minor"][k]), 4),
-                          round(float(columns["intrinsic_angle"][k]), 3)],
-            "pb": round(float(columns["pb"][k]), 6), "rms": float(columns["rms"][k]),
-        })
-    # drop polygons that clipped to nothing (keeps pycocotools happy)
-    for ann in annotations:
-        if not ann["segmentation"][0]:
-            x, y, w, h = ann["bbox"]
-            ann["segmentation"] = [[x, y, x + w, y, x + w, y + h, x, y + h]]
-    return {
+    head = {
         "info": {"description": f"radiodet {survey} {split} split", "version": "1",
                  "conventions": "bbox [x, y, w, h] in continuous pixel coordinates of the unflipped image "
                                 "(row 0 = FITS row 0); 0-based FITS pixel (x, y) -> (x + 0.5, y + 0.5)"},
         "licenses": [],
         "images": images,
-        "annotations": annotations,
+        "annotations": None,
         "categories": [{"id": int(k), "name": str(v), "supercategory": "radio_source"}
                        for k, v in sorted(classes.items())],
     }
+    return head, _Annotations(mine, polygons)
+
+
+def build_coco(split: str, manifest: pd.DataFrame, boxes: pd.DataFrame, classes: dict[int, str], *,
+               n_sigma: float, fits_prefix: dict[str, str], npy_prefix: dict[str, str] | None = None,
+               survey: str = "", segmentation: bool = True) -> dict:
+    """The COCO dict of one split (pure function; paths given as prefixes).
+
+    ``fits_prefix[field]`` is the path, relative to the JSON, of the directory
+    the manifest's ``file`` entries are relative to; ``npy_prefix[field]`` the
+    directory of the NPY views.
+    """
+    head, annotations = _coco_parts(split, manifest, boxes, classes, n_sigma=n_sigma, fits_prefix=fits_prefix,
+                                    npy_prefix=npy_prefix, survey=survey, segmentation=segmentation)
+    return {**head, "annotations": annotations.records()}
+
+
+#: stands for the annotations list in the encoded head (a NUL never occurs in the COCO content)
+_ANNOTATIONS_SLOT = "\0radiodet-annotations\0"
+#: the annotations being encoded, inherited by the forked workers of :func:`_coco_json`
+_ENCODING: _Annotations | None = None
+
+
+def _encode_range(start: int, stop: int) -> str:
+    """The JSON of records ``start..stop-1`` of :data:`_ENCODING`, without the list's brackets."""
+    return json.dumps(_ENCODING.records(start, stop))[1:-1]
+
+
+def _coco_json(head: dict, annotations: _Annotations, workers: int) -> str:
+    """``json.dumps`` of the COCO dict, byte for byte, with the annotations built and encoded by ``workers``.
+
+    ``json.dumps`` writes a list as its items' encodings joined by ``", "``, so
+    contiguous ranges encoded apart and joined the same way give the same text.
+    """
+    global _ENCODING
+    n = len(annotations)
+    workers = max(1, min(int(workers), n // 10_000))  # small splits: not worth a process
+    if workers == 1 or not CAN_FORK:  # spawned workers would not see the table
+        pieces = [json.dumps(annotations.records())[1:-1]]
+    else:
+        bounds = np.linspace(0, n, 4 * workers + 1).astype(int)  # a few ranges per worker: even finishing
+        _ENCODING = annotations
+        try:
+            with forked_pool(workers) as pool:
+                pieces = list(pool.map(_encode_range, bounds[:-1], bounds[1:]))
+        finally:
+            _ENCODING = None
+    text = json.dumps({**head, "annotations": _ANNOTATIONS_SLOT})
+    slot = json.dumps(_ANNOTATIONS_SLOT)
+    if text.count(slot) != 1:
+        raise RuntimeError("the COCO head holds the annotations placeholder more than once")
+    return text.replace(slot, "[" + ", ".join(piece for piece in pieces if piece) + "]")
 
 
 def write_coco(boxes_path: str | Path, manifest_paths: dict[str, str | Path], views_dirs: dict[str, str | Path],
                out_dir: str | Path, summary_path: str | Path, *, classes: dict[int, str], n_sigma: float,
-               survey: str = "", ownership_path: str | Path | None = None, segmentation: bool = True) -> dict:
+               survey: str = "", ownership_path: str | Path | None = None, segmentation: bool = True,
+               workers: int = 1) -> dict:
     """Write ``instances_<split>.json`` and link the PNG views into ``images/``.
 
     Parameters
@@ -168,6 +238,9 @@ def write_coco(boxes_path: str | Path, manifest_paths: dict[str, str | Path], vi
         become images (overlapping mosaics give each patch of sky once).
     segmentation : bool
         Write each source's ellipse as a polygon.
+    workers : int
+        Processes building and encoding the annotations (the rule's threads);
+        the files are the same whatever the number.
 
     Returns
     -------
@@ -191,14 +264,15 @@ def write_coco(boxes_path: str | Path, manifest_paths: dict[str, str | Path], vi
     summary = {"images": {}, "annotations": {}}
     with atomic_directory(out_dir) as tmp:
         for split in SPLITS:
-            coco = build_coco(split, manifests, boxes, classes, n_sigma=n_sigma, fits_prefix=fits_prefix,
-                              npy_prefix=npy_prefix if npy_prefix and len(npy_prefix) == len(views_dirs) else None,
-                              survey=survey, segmentation=segmentation)
-            for image in coco["images"]:
+            head, annotations = _coco_parts(
+                split, manifests, boxes, classes, n_sigma=n_sigma, fits_prefix=fits_prefix,
+                npy_prefix=npy_prefix if npy_prefix and len(npy_prefix) == len(views_dirs) else None,
+                survey=survey, segmentation=segmentation)
+            for image in head["images"]:
                 link_or_copy(Path(views_dirs[image["field"]]) / f"{image['cutout_id']}.png", tmp / image["file_name"])
-            write_json(tmp / f"instances_{split}.json", coco, indent=None)
-            summary["images"][split] = len(coco["images"])
-            summary["annotations"][split] = len(coco["annotations"])
-            log.info("%s: %d images, %d annotations", split, len(coco["images"]), len(coco["annotations"]))
+            write_text(tmp / f"instances_{split}.json", _coco_json(head, annotations, workers) + "\n")
+            summary["images"][split] = len(head["images"])
+            summary["annotations"][split] = len(annotations)
+            log.info("%s: %d images, %d annotations", split, len(head["images"]), len(annotations))
     write_json(summary_path, summary)
     return summary

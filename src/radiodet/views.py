@@ -40,6 +40,7 @@ from .atomic import atomic_directory, write_json
 from .configuration import schema_config
 from .errors import ConfigError
 from .logs import Progress
+from .workers import forked_pool
 
 __all__ = ["ViewConfig", "field_interval", "scale", "write_png", "write_views"]
 
@@ -185,14 +186,10 @@ def write_views(manifest_path: str | Path, sample_path: str | Path, out_dir: str
             for chunk in chunks:
                 progress.advance(_write_some(manifest_path.parent, chunk, tmp_dir, vmin, vmax, config))
         else:
-            from concurrent.futures import ProcessPoolExecutor, as_completed
-            from multiprocessing import get_all_start_methods, get_context
+            from concurrent.futures import as_completed
 
-            # fork: a spawned worker would re-run the calling script (a Snakemake
-            # script has no __main__ guard); the workers use numpy, astropy and PIL only
-            method = "fork" if "fork" in get_all_start_methods() else "spawn"
             log.info("views written by %d processes", workers)
-            with ProcessPoolExecutor(workers, mp_context=get_context(method)) as pool:
+            with forked_pool(workers) as pool:
                 futures = [pool.submit(_write_some, manifest_path.parent, chunk, tmp_dir, vmin, vmax, config)
                            for chunk in chunks]
                 for future in as_completed(futures):

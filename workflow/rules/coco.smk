@@ -16,6 +16,7 @@ rule coco:
     benchmark:
         f"{RESULTS}/benchmarks/coco.tsv"
     priority: CRITICAL_PATH
+    threads: 2
     conda:
         "../envs/dataset.yaml"
     params:

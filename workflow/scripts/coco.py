@@ -10,4 +10,5 @@ with configure(snakemake.log[0]):
                dict(zip(fields, snakemake.input.views)), snakemake.output.coco, snakemake.output.summary,
                classes=snakemake.params.classes, survey=snakemake.params.survey,
                n_sigma=n_sigma_for(snakemake.params.boxes["extent"], snakemake.params.boxes["scale"]),
-               ownership_path=snakemake.input.ownership, segmentation=snakemake.params.coco["segmentation"])
+               ownership_path=snakemake.input.ownership, segmentation=snakemake.params.coco["segmentation"],
+               workers=snakemake.threads)
