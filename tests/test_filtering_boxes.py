@@ -8,6 +8,7 @@ from conftest import gaussian_image, sky_header, write_image
 
 from radiodet.boxes import clip_boxes, make_boxes, n_sigma_for
 from radiodet.cutouts import CutoutConfig, make_cutouts
+from radiodet.errors import InputError
 from radiodet.filtering import filter_sources
 from radiodet.geometry import FWHM_PER_SIGMA
 from radiodet.images import sample_image
@@ -169,3 +170,27 @@ def test_segmentation_polygons_lie_on_the_n_sigma_ellipse_and_are_clipped_to_the
     assert outside == []
     # the one-ellipse form is the same computation
     assert ellipse_polygon(0.5, 10.0, 4.0, 2.0, 30.0, n_sigma, 100, 100) == edge
+
+
+def test_stale_pairs_and_duplicate_ids_are_errors_naming_the_file_and_a_missing_noise_is_nan(injected):
+    """Pairs joined by row lookups: what the string merges did, with clear errors for inconsistent tables."""
+    tmp_path, _, _ = injected
+    pd.DataFrame({"source_id": [1, 99], "cutout_id": ["inj_x00000_y00000", "inj_x00000_y00000"], "field": "inj",
+                  "snr": 50.0, "rms": 1e-5, "pb": 1.0, "keep": True}).to_parquet(tmp_path / "stale.parquet")
+    with pytest.raises(InputError, match=r"src\.parquet: 1 kept pairs of .*stale\.parquet name sources"):
+        make_boxes(tmp_path / "stale.parquet", tmp_path / "src.parquet", {"inj": tmp_path / "m.parquet"},
+                   tmp_path / "boxes.parquet", tmp_path / "boxes.json")
+    assert not (tmp_path / "boxes.parquet").exists()
+    sources = pd.read_parquet(tmp_path / "src.parquet")
+    pd.concat([sources, sources.iloc[:1]]).to_parquet(tmp_path / "dup.parquet")
+    with pytest.raises(InputError, match=r"dup\.parquet: source_id is not unique"):
+        filter_sources(tmp_path / "pairs.parquet", tmp_path / "dup.parquet", {"inj": tmp_path / "m.parquet"},
+                       tmp_path / "snr.parquet", tmp_path / "snr.json", k=3.0)
+    # the filter keeps the pair of a cutout the manifest lacks, with NaN noise: not kept, counted
+    pd.DataFrame({"source_id": [1, 2], "cutout_id": ["inj_x00000_y00000", "inj_x09999_y09999"],
+                  "field": "inj"}).to_parquet(tmp_path / "gone.parquet")
+    summary = filter_sources(tmp_path / "gone.parquet", tmp_path / "src.parquet", {"inj": tmp_path / "m.parquet"},
+                             tmp_path / "snr.parquet", tmp_path / "snr.json", k=3.0)
+    snr = pd.read_parquet(tmp_path / "snr.parquet")
+    assert snr["source_id"].tolist() == [1, 2] and np.isnan(snr["rms"].iloc[1]) and not snr["keep"].iloc[1]
+    assert summary["pairs_undefined_snr"] == 1 and snr["keep"].iloc[0]

@@ -36,7 +36,7 @@ import pandas as pd
 import pyarrow as pa
 
 from .atomic import write_json
-from .errors import ConfigError
+from .errors import ConfigError, InputError
 from .geometry import (
     FWHM_PER_SIGMA,
     covariance_from_ellipse,
@@ -46,7 +46,7 @@ from .geometry import (
     sky_to_pixel_covariance,
 )
 from .manifest import field_beam, field_wcs
-from .schema import read_sources, write_parquet
+from .schema import read_pairs, read_sources, rows_of, rows_of_field, write_parquet
 
 __all__ = ["BOX_COLUMNS", "n_sigma_for", "pixel_ellipses", "clip_boxes", "make_boxes"]
 
@@ -154,19 +154,32 @@ def make_boxes(filtered_path: str | Path, sources_path: str | Path, manifest_pat
     n_sigma = n_sigma_for(extent, scale)
     if not 0 < min_visible_fraction <= 1:
         raise ConfigError(f"boxes.min_visible_fraction must be in (0, 1], got {min_visible_fraction}")
-    pairs = pd.read_parquet(filtered_path)
-    pairs = pairs[pairs["keep"]]
-    sources = read_sources(sources_path, columns=["source_id", "ra", "dec", "major_fwhm", "minor_fwhm", "pa",
-                                                     "class_id", "flux"])
+    pairs = read_pairs(filtered_path, columns=["source_id", "cutout_id", "field", "snr", "rms", "pb", "keep"])
+    pairs = pairs[pairs["keep"].to_numpy()].reset_index(drop=True)
+    source_columns = ["ra", "dec", "major_fwhm", "minor_fwhm", "pa", "class_id", "flux"]
+    sources = read_sources(sources_path, columns=["source_id", *source_columns])
+    manifest_columns = ["split", "x0", "y0", "width", "height"]
     frames = []
     for field, manifest_path in manifest_paths.items():
-        manifest = pd.read_parquet(manifest_path, columns=["cutout_id", "split", "x0", "y0", "width", "height"])
+        manifest = pd.read_parquet(manifest_path, columns=["cutout_id", *manifest_columns])
         wcs = field_wcs(manifest_path)
-        sub = (pairs[pairs["field"] == field][["source_id", "cutout_id", "field", "snr", "rms", "pb"]]
-               .merge(sources, on="source_id", how="left", validate="many_to_one")
-               .merge(manifest, on="cutout_id", how="left", validate="many_to_one"))
-        if sub.empty:
+        rows = rows_of_field(pairs, field)
+        if not len(rows):
             continue
+        source_id = pairs["source_id"].to_numpy(np.int64)[rows]
+        cutout_code = pairs["cutout_id"].cat.codes.to_numpy()[rows]
+        cutout_ids = pairs["cutout_id"].cat.categories.to_numpy(object)
+        of_source = rows_of(sources["source_id"], source_id, path=sources_path, column="source_id")
+        of_cutout = rows_of(manifest["cutout_id"], cutout_ids, path=manifest_path, column="cutout_id")[cutout_code]
+        for rows_in, table, path in ((of_source, "sources", sources_path), (of_cutout, "cutouts", manifest_path)):
+            if (rows_in < 0).any():
+                raise InputError(path, f"{int((rows_in < 0).sum())} kept pairs of {filtered_path} name {table} "
+                                       "this file lacks (stale inputs: rerun the index and filter stages)")
+        sub = pd.DataFrame({
+            "source_id": source_id, "cutout_id": cutout_ids[cutout_code], "field": np.full(len(rows), field, object),
+            **{name: pairs[name].to_numpy()[rows] for name in ("snr", "rms", "pb")},
+            **{name: sources[name].to_numpy()[of_source] for name in source_columns},
+            **{name: manifest[name].to_numpy()[of_cutout] for name in manifest_columns}})
         x, y, cov, own = pixel_ellipses(wcs, sub["ra"], sub["dec"], sub["major_fwhm"], sub["minor_fwhm"],
                                         sub["pa"], field_beam(manifest_path), intrinsic=True)
         sub["x"] = x - sub["x0"].to_numpy()

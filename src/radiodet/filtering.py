@@ -30,14 +30,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from .atomic import write_json
-from .errors import ConfigError, InputError
+from .errors import ConfigError
 from .geometry import covariance_from_ellipse, peak_to_integrated
 from .images import sample_image
 from .manifest import field_beam
-from .schema import read_sources, write_parquet
+from .schema import read_pairs, read_sources, rows_of, rows_of_field, take_or_nan, write_parquet
 
 __all__ = ["FILTER_COLUMNS", "filter_sources"]
 
@@ -55,13 +54,6 @@ FILTER_COLUMNS: dict[str, tuple[pa.DataType, str, str]] = {
     "snr": (pa.float64(), "", "the SNR the cut uses (filter.flux)"),
     "keep": (pa.bool_(), "", "snr >= k"),
 }
-
-
-def _take(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """``values[rows]``, NaN where ``rows`` is -1 (a left join's missing match)."""
-    out = values[np.maximum(rows, 0)] if len(values) else np.full(len(rows), np.nan)
-    out[rows < 0] = np.nan
-    return out
 
 
 def filter_sources(assignments_path: str | Path, sources_path: str | Path, manifest_paths: dict[str, str | Path],
@@ -97,33 +89,27 @@ def filter_sources(assignments_path: str | Path, sources_path: str | Path, manif
         raise ConfigError(f"filter.flux must be 'peak' or 'integrated', got {flux!r}")
     if noise not in ("mad", "map", "catalogue", "auto"):
         raise ConfigError(f"filter.noise must be mad, map, catalogue or auto, got {noise!r}")
-    # the ids as dictionary codes: the joins below are integer lookups, not string merges
-    pairs = pq.read_table(assignments_path, read_dictionary=["cutout_id", "field"]).to_pandas()
+    pairs = read_pairs(assignments_path)
     source_columns = ["ra", "dec", "flux", "peak_flux", "major_fwhm", "minor_fwhm", "pa", "local_rms"]
     sources = read_sources(sources_path, columns=["source_id", *source_columns])
-    source_rows = pd.Index(sources["source_id"].to_numpy(np.int64))
-    if not source_rows.is_unique:
-        raise InputError(sources_path, "source_id is not unique")
-    cutout_ids, field_names = pairs["cutout_id"].cat, pairs["field"].cat
+    cutout_ids = pairs["cutout_id"].cat
     frames = []
     noise_used: dict[str, str] = {}
     for field, manifest_path in manifest_paths.items():
         manifest = pd.read_parquet(manifest_path, columns=["cutout_id", "rms_mad"])
-        if not manifest["cutout_id"].is_unique:
-            raise InputError(manifest_path, "cutout_id is not unique")
-        code = field_names.categories.get_indexer([field])[0]
-        rows = np.flatnonzero(field_names.codes.to_numpy() == code) if code >= 0 else np.empty(0, np.int64)
+        rows = rows_of_field(pairs, field)
         # left joins, row order kept: a source or cutout the tables lack gets NaN
         source_id = pairs["source_id"].to_numpy(np.int64)[rows]
-        of_source = source_rows.get_indexer(source_id)
+        of_source = rows_of(sources["source_id"], source_id, path=sources_path, column="source_id")
         cutout_code = cutout_ids.codes.to_numpy()[rows]
-        of_cutout = pd.Index(manifest["cutout_id"]).get_indexer(cutout_ids.categories)[cutout_code]
+        of_cutout = rows_of(manifest["cutout_id"], cutout_ids.categories, path=manifest_path,
+                            column="cutout_id")[cutout_code]
         sub = pd.DataFrame({"source_id": source_id,
                             "cutout_id": cutout_ids.categories.to_numpy(object)[cutout_code],
                             "field": np.full(len(rows), field, dtype=object)})
         for name in source_columns:
-            sub[name] = _take(sources[name].to_numpy(np.float64), of_source)
-        sub["rms_mad"] = _take(manifest["rms_mad"].to_numpy(np.float64), of_cutout)
+            sub[name] = take_or_nan(sources[name], of_source)
+        sub["rms_mad"] = take_or_nan(manifest["rms_mad"], of_cutout)
         rms_map = (rms_maps or {}).get(field)
         source = noise
         if noise == "auto":

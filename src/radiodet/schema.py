@@ -41,14 +41,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .atomic import atomic_path
+from .errors import InputError
 
 __all__ = ["SOURCE_COLUMNS", "write_parquet", "read_units", "read_parquet_metadata",
-           "read_sources"]
+           "read_sources", "read_pairs", "rows_of", "rows_of_field", "take_or_nan"]
 
 #: name -> (arrow type, unit, description), in file order.
 SOURCE_COLUMNS: dict[str, tuple[pa.DataType, str, str]] = {
@@ -132,3 +134,42 @@ def read_sources(path: str | Path, columns: list[str] | None = None) -> pd.DataF
         raise ValueError(f"{path}: no column(s) {', '.join(missing)}: the catalogue was written by an older "
                          "version of radiodet; remake it with `snakemake --forcerun ingest`")
     return pd.read_parquet(path, columns=columns)
+
+
+# --------------------------------------------------------------------------
+# (source, cutout) pair tables joined to the sources and the manifests by
+# integer row lookups: string merges of millions of rows cost several times more
+
+
+def read_pairs(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """A pair table (index, filter stages) with ``cutout_id`` and ``field`` as categoricals (dictionary codes)."""
+    names = pq.read_schema(path).names if columns is None else columns
+    coded = [c for c in ("cutout_id", "field") if c in names]
+    return pq.read_table(path, columns=columns, read_dictionary=coded).to_pandas()
+
+
+def rows_of(keys, wanted, *, path: str | Path, column: str) -> np.ndarray:
+    """The row of each ``wanted`` key in the key column ``keys`` of the table in ``path``; -1 where absent.
+
+    A key column that is not unique is an error naming the file.
+    """
+    index = pd.Index(keys)
+    if not index.is_unique:
+        raise InputError(path, f"{column} is not unique")
+    return index.get_indexer(wanted)
+
+
+def rows_of_field(pairs: pd.DataFrame, field: str) -> np.ndarray:
+    """The rows of ``pairs`` (:func:`read_pairs`) in ``field``, in table order."""
+    code = pairs["field"].cat.categories.get_indexer([field])[0]
+    if code < 0:
+        return np.empty(0, dtype=np.int64)
+    return np.flatnonzero(pairs["field"].cat.codes.to_numpy() == code)
+
+
+def take_or_nan(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``values[rows]`` as float64, NaN where ``rows`` is -1 (a left join's missing match)."""
+    values = np.asarray(values, dtype=np.float64)
+    out = values[np.maximum(rows, 0)] if len(values) else np.full(len(rows), np.nan)
+    out[rows < 0] = np.nan
+    return out

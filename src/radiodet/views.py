@@ -124,8 +124,10 @@ def _write_some(parent: Path, rows: list[tuple[str, str]], out_dir: Path, vmin: 
                 config: ViewConfig) -> int:
     """Write the views of ``rows`` ((cutout file relative to ``parent``, cutout id)) into ``out_dir``."""
     for file, cutout_id in rows:
-        # read whole, not memory-mapped: a third faster for files this small
-        data = fits.getdata(parent / file, memmap=False).astype(np.float32)
+        # read whole, not memory-mapped (a third faster for files this small), and only
+        # the primary HDU (getdata also scans the file for extensions: 0.56 -> 0.42 ms)
+        with fits.open(parent / file, memmap=False, lazy_load_hdus=True) as hdul:
+            data = hdul[0].data.astype(np.float32)
         scaled = scale(data, vmin, vmax, config)
         if "png" in config.formats:
             write_png(out_dir / f"{cutout_id}.png", np.round(scaled * 255).astype(np.uint8),
