@@ -411,7 +411,9 @@ def copy_binary(conn: sa.Connection, table: str, columns: list[str], chunks: Ite
     stream.seek(0)
     raw = conn.connection.dbapi_connection
     with raw.cursor() as cursor:
-        cursor.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT binary)", stream)
+        # large reads: a few GIL acquisitions, so a COPY in a thread runs beside Python work
+        cursor.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT binary)", stream,
+                           size=1 << 24)
 
 
 def copy_rows(conn: sa.Connection, table: str, columns: list[str], frame: pd.DataFrame) -> None:

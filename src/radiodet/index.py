@@ -45,6 +45,7 @@ import logging
 import re
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -294,7 +295,6 @@ def load_and_assign(engine: sa.Engine, sources: pd.DataFrame, cutouts: pd.DataFr
         conn.execute(sa.text(f"ALTER TABLE {q}.cutouts ADD COLUMN IF NOT EXISTS plane_footprint geometry(POLYGON, 0)"))
         conn.execute(sa.text(
             f"CREATE INDEX IF NOT EXISTS idx_cutouts_plane_footprint ON {q}.cutouts USING gist (plane_footprint)"))
-    planar = source_points(sources, cutouts)
     with engine.begin() as conn:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_key})
         # the survey's old partitions go whole (instead of a DELETE of every row)
@@ -304,24 +304,39 @@ def load_and_assign(engine: sa.Engine, sources: pd.DataFrame, cutouts: pd.DataFr
         t0 = time.monotonic()
         conn.execute(sa.text("SET LOCAL maintenance_work_mem = '256MB'"))
         # COPY straight into the new partitions (the survey column from their default)
-        conn.execute(sa.text(f"CREATE TABLE {sources_part} (LIKE {q}.sources INCLUDING DEFAULTS)"))
-        conn.execute(sa.text(f"ALTER TABLE {sources_part} ALTER COLUMN survey SET DEFAULT {bound}"))
-        copy_binary(conn, sources_part, ["source_id", "ra", "dec"], [binary_copy_records({
-            name: sources[name].to_numpy(dtype) for name, dtype in
-            (("source_id", np.int64), ("ra", np.float64), ("dec", np.float64))})])
-        _index_and_attach(conn, sources_part, f"{q}.sources", bound, ["survey", "source_id"])
+        for part, parent in ((sources_part, "sources"), (points_part, "source_points")):
+            conn.execute(sa.text(f"CREATE TABLE {part} (LIKE {q}.{parent} INCLUDING DEFAULTS)"))
+            conn.execute(sa.text(f"ALTER TABLE {part} ALTER COLUMN survey SET DEFAULT {bound}"))
+
+        def load_sources() -> float:
+            copy_binary(conn, sources_part, ["source_id", "ra", "dec"], [binary_copy_records({
+                name: sources[name].to_numpy(dtype) for name, dtype in
+                (("source_id", np.int64), ("ra", np.float64), ("dec", np.float64))})])
+            _index_and_attach(conn, sources_part, f"{q}.sources", bound, ["survey", "source_id"])
+            return time.monotonic() - t0
+
+        # The server loads and indexes the sources while this process projects them
+        # into the fields' planes. One connection and one transaction: the thread has
+        # the connection to itself until its result is taken (the pool's exit waits
+        # for it, also when the projection fails).
+        with ThreadPoolExecutor(1) as pool:
+            loading = pool.submit(load_sources)
+            planar = source_points(sources, cutouts)
+            point_chunks = [binary_copy_records({
+                "field": field, "source_id": group["source_id"].to_numpy(np.int64),
+                "position": PlanarPoints(group["x"].to_numpy(np.float64), group["y"].to_numpy(np.float64))})
+                for field, group in planar.groupby("field", sort=False)]
+            t_project = time.monotonic() - t0
+            t_sources = loading.result()
         t1 = time.monotonic()
-        conn.execute(sa.text(f"CREATE TABLE {points_part} (LIKE {q}.source_points INCLUDING DEFAULTS)"))
-        conn.execute(sa.text(f"ALTER TABLE {points_part} ALTER COLUMN survey SET DEFAULT {bound}"))
-        copy_binary(conn, points_part, ["field", "source_id", "position"], (binary_copy_records({
-            "field": field, "source_id": group["source_id"].to_numpy(np.int64),
-            "position": PlanarPoints(group["x"].to_numpy(np.float64), group["y"].to_numpy(np.float64))})
-            for field, group in planar.groupby("field", sort=False)))
+        copy_binary(conn, points_part, ["field", "source_id", "position"], point_chunks)
+        del point_chunks
         t2 = time.monotonic()
         _index_and_attach(conn, points_part, f"{q}.source_points", bound, ["survey", "field", "source_id"],
                           gist="position")
-        log.info("sources: %d rows in %.1f s; %d points in the fields' planes in %.1f s, their primary key and "
-                 "GiST index in %.1f s", len(sources), t1 - t0, len(planar), t2 - t1, time.monotonic() - t2)
+        log.info("sources: %d rows loaded and indexed in %.1f s, beside their projection into the fields' planes "
+                 "(%.1f s); %d points in the planes in %.1f s, their primary key and GiST index in %.1f s",
+                 len(sources), t_sources, t_project, len(planar), t2 - t1, time.monotonic() - t2)
         conn.execute(sa.text("CREATE TEMP TABLE tmp_cutouts (cutout_id text, field text, split text, wkt text, "
                              "extent_wkt text, plane_wkt text) ON COMMIT DROP"))
         copy_rows(conn, "tmp_cutouts", ["cutout_id", "field", "split", "wkt", "extent_wkt", "plane_wkt"], cutouts)
