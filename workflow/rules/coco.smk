@@ -16,9 +16,9 @@ rule coco:
     benchmark:
         f"{RESULTS}/benchmarks/coco.tsv"
     priority: CRITICAL_PATH
-    threads: 2
     conda:
         "../envs/dataset.yaml"
+    threads: 2
     params:
         fields=FIELD_NAMES,
         survey=SURVEY,
