@@ -46,7 +46,7 @@ from .geometry import (
     sky_to_pixel_covariance,
 )
 from .manifest import field_beam, field_wcs
-from .schema import read_pairs, read_sources, rows_of, rows_of_field, write_parquet
+from .schema import key_index, read_pairs, read_sources, rows_of_field, write_parquet
 
 __all__ = ["BOX_COLUMNS", "n_sigma_for", "pixel_ellipses", "clip_boxes", "make_boxes"]
 
@@ -158,6 +158,7 @@ def make_boxes(filtered_path: str | Path, sources_path: str | Path, manifest_pat
     pairs = pairs[pairs["keep"].to_numpy()].reset_index(drop=True)
     source_columns = ["ra", "dec", "major_fwhm", "minor_fwhm", "pa", "class_id", "flux"]
     sources = read_sources(sources_path, columns=["source_id", *source_columns])
+    source_rows = key_index(sources["source_id"], path=sources_path, column="source_id")
     manifest_columns = ["split", "x0", "y0", "width", "height"]
     frames = []
     for field, manifest_path in manifest_paths.items():
@@ -169,8 +170,9 @@ def make_boxes(filtered_path: str | Path, sources_path: str | Path, manifest_pat
         source_id = pairs["source_id"].to_numpy(np.int64)[rows]
         cutout_code = pairs["cutout_id"].cat.codes.to_numpy()[rows]
         cutout_ids = pairs["cutout_id"].cat.categories.to_numpy(object)
-        of_source = rows_of(sources["source_id"], source_id, path=sources_path, column="source_id")
-        of_cutout = rows_of(manifest["cutout_id"], cutout_ids, path=manifest_path, column="cutout_id")[cutout_code]
+        of_source = source_rows.get_indexer(source_id)
+        of_cutout = key_index(manifest["cutout_id"], path=manifest_path,
+                              column="cutout_id").get_indexer(cutout_ids)[cutout_code]
         for rows_in, table, path in ((of_source, "sources", sources_path), (of_cutout, "cutouts", manifest_path)):
             if (rows_in < 0).any():
                 raise InputError(path, f"{int((rows_in < 0).sum())} kept pairs of {filtered_path} name {table} "

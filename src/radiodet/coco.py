@@ -122,9 +122,14 @@ class _Annotations:
     processes concatenate to one pass's list. Each row is formatted straight
     into ``json.dumps``'s text of its dict (``bbox``, ``area``, ``centre`` and
     ``intrinsic`` rounded to 1e-4, the angle to 1e-3, ``pb`` to 1e-6 by
-    Python's ``round``; floats as ``repr``), 5 times faster than building the
-    dicts and encoding them; :func:`build_coco` decodes it.
+    Python's ``round``; floats as ``repr``), rather than building the
+    dicts and encoding them (200,000 annotations in one process: 4.8 s ->
+    2.8 s); :func:`build_coco` decodes it.
     """
+
+    #: the boxes' columns an annotation is made of
+    COLUMNS = ("image_id", "class_id", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "source_id", "flux", "snr", "ra",
+               "dec", "x", "y", "intrinsic_major", "intrinsic_minor", "intrinsic_angle", "pb", "rms")
 
     def __init__(self, mine: pd.DataFrame, polygons: list[list[float]]):
         self.table = mine
@@ -151,7 +156,7 @@ class _Annotations:
         """Rows ``start..stop-1`` as JSON objects joined by ``", "`` (a list's items, no brackets)."""
         stop = len(self) if stop is None else stop
         rows = self.table.iloc[start:stop]
-        column = {name: rows[name].to_numpy() for name in rows.columns}
+        column = {name: rows[name].to_numpy() for name in self.COLUMNS}
         bbox = [_rounded(column[c], 4) for c in ("bbox_x", "bbox_y", "bbox_w", "bbox_h")]
         fields = [
             list(map(str, range(start + 1, stop + 1))), _json_ints(column["image_id"]),

@@ -279,10 +279,10 @@ def sample_image(path: str | Path, ra, dec, *, order: int = 1) -> np.ndarray:
 
 def robust_rms(values: np.ndarray) -> tuple[float, float]:
     """(1.4826 x MAD, median) of the finite values; NaN for none."""
-    finite = np.isfinite(values)
+    mask = np.isfinite(values)
     # private copies, partitioned in place below; the median is one of the values (or the
     # mean of two), so selecting it in their own dtype gives the float64 result
-    finite = values.ravel().copy() if finite.all() else values[finite]
+    finite = values.ravel().copy() if mask.all() else values[mask]
     if finite.size == 0:
         return float("nan"), float("nan")
     median = _median_in_place(finite)

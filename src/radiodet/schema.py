@@ -50,7 +50,7 @@ from .atomic import atomic_path
 from .errors import InputError
 
 __all__ = ["SOURCE_COLUMNS", "write_parquet", "read_units", "read_parquet_metadata",
-           "read_sources", "read_pairs", "rows_of", "rows_of_field", "take_or_nan"]
+           "read_sources", "read_pairs", "key_index", "rows_of_field", "take_or_nan"]
 
 #: name -> (arrow type, unit, description), in file order.
 SOURCE_COLUMNS: dict[str, tuple[pa.DataType, str, str]] = {
@@ -148,15 +148,16 @@ def read_pairs(path: str | Path, columns: list[str] | None = None) -> pd.DataFra
     return pq.read_table(path, columns=columns, read_dictionary=coded).to_pandas()
 
 
-def rows_of(keys, wanted, *, path: str | Path, column: str) -> np.ndarray:
-    """The row of each ``wanted`` key in the key column ``keys`` of the table in ``path``; -1 where absent.
+def key_index(keys, *, path: str | Path, column: str) -> pd.Index:
+    """The key column ``keys`` of the table in ``path`` as an index: ``.get_indexer(wanted)`` gives rows, -1 absent.
 
-    A key column that is not unique is an error naming the file.
+    A key column that is not unique is an error naming the file. Build it
+    once per table: hashing millions of keys is the lookup's main cost.
     """
     index = pd.Index(keys)
     if not index.is_unique:
         raise InputError(path, f"{column} is not unique")
-    return index.get_indexer(wanted)
+    return index
 
 
 def rows_of_field(pairs: pd.DataFrame, field: str) -> np.ndarray:
