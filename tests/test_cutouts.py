@@ -110,6 +110,42 @@ def test_robust_rms_ignores_nan_and_outliers():
     assert rms == pytest.approx(2.0, rel=0.03) and median == pytest.approx(0.0, abs=0.05)
 
 
+def _reference_rms(values):
+    finite = values[np.isfinite(values)].astype(np.float64)
+    median = np.median(finite)
+    return images.MAD_TO_SIGMA * float(np.median(np.abs(finite - median))), float(median)
+
+
+@pytest.mark.parametrize("shape", [(205, 205), (204, 205), (60, 60), (1,), (2,)])
+def test_robust_rms_equals_numpy_medians_on_the_real_sdc1_image(shape):
+    # the bracketed selection must give np.median's values exactly, in Jy/beam (~1e-6)
+    parent = fits.getdata(SDC1_IMAGE)[0, 0].astype(np.float32)
+    rng = np.random.default_rng(17)
+    size = int(np.prod(shape))
+    for _ in range(20):
+        flat = parent.ravel()
+        start = int(rng.integers(0, flat.size - size))
+        values = flat[start:start + size].reshape(shape).copy()
+        if size > 100:
+            values.ravel()[rng.integers(0, size, size // 50)] = np.nan
+        before = values.copy()
+        assert robust_rms(values) == _reference_rms(values)
+        np.testing.assert_array_equal(values, before)  # the caller's array is left alone
+    assert abs(robust_rms(values)[0]) < 1e-3  # real units: noise of micro-Jy/beam, not a unit-amplitude fixture
+
+
+def test_robust_rms_is_exact_when_the_subsample_misleads():
+    # every 20th value is huge, so the regular subsample that brackets the median is wrong:
+    # the selection must notice and fall back to partitioning every value
+    values = np.random.default_rng(5).normal(0.0, 3.8e-7, 42_025).astype(np.float32)
+    values[::20] = 1.0
+    values[1::20] = 1.0
+    assert robust_rms(values) == _reference_rms(values)
+    ties = np.zeros(42_025, np.float32)
+    ties[:100] = 1e-6
+    assert robust_rms(ties) == (0.0, 0.0)
+
+
 def test_views_share_one_field_interval_and_keep_fits_row_order(tmp_path):
     # a bright source at pixel (x=20, y=5) of the first tile, a faint field elsewhere
     data = gaussian_image(200, 100, [(20, 5, 50.0), (150, 60, 5.0)], noise=1.0)
@@ -197,3 +233,62 @@ def test_band_reads_match_the_memory_map_for_every_plane_of_a_cube(tmp_path):
         with open_image(path, plane=(0, plane)) as image:
             np.testing.assert_array_equal(image.read(5, 30, 7, 44), cube[0, plane, 5:30, 7:44])
             np.testing.assert_array_equal(image.values_at([7, 43], [5, 29]), cube[0, plane, [5, 29], [7, 43]])
+
+
+def test_views_hold_the_cutout_fits_pixels_as_np_save_writes_them(tmp_path):
+    """Real SDC1 cube (Jy/beam): each view, made from the parent's rows, is the scaled cutout FITS data."""
+    import io
+
+    from radiodet.views import scale
+
+    manifest = _cut(tmp_path, SDC1_IMAGE, regions=REGIONS)
+    config = ViewConfig()
+    assert write_views(tmp_path / "manifest.parquet", tmp_path / "sample.npy", tmp_path / "views", config,
+                       image_path=SDC1_IMAGE) == len(manifest) == 30
+    vmin, vmax = field_interval(np.load(tmp_path / "sample.npy"), config)
+    for row in manifest.itertuples():
+        expected = scale(fits.getdata(tmp_path / row.file).astype(np.float32), vmin, vmax, config)
+        buffer = io.BytesIO()
+        np.save(buffer, expected)
+        assert (tmp_path / "views" / f"{row.cutout_id}.npy").read_bytes() == buffer.getvalue(), row.cutout_id
+        png = np.asarray(Image.open(tmp_path / "views" / f"{row.cutout_id}.png"))
+        np.testing.assert_array_equal(png, np.round(expected * 255).astype(np.uint8))
+    assert expected.std() > 0
+
+
+def test_views_read_the_plane_the_manifest_records(tmp_path):
+    cube = np.random.default_rng(8).normal(size=(1, 3, 60, 80)).astype(np.float32)
+    cube[0, 2] += 100.0  # plane 2 differs from plane 0 everywhere
+    header = sky_header(80, 60, four_d=True)
+    header["NAXIS3"] = 3
+    path = tmp_path / "cube.fits"
+    hdu = fits.PrimaryHDU(data=cube)
+    for key, value in header.items():
+        if not key.startswith("NAXIS") and key not in ("SIMPLE", "BITPIX"):
+            hdu.header[key] = value
+    hdu.writeto(path)
+    manifest = _cut(tmp_path, path, config=CutoutConfig(size=40), plane=(0, 2))
+    assert read_parquet_metadata(tmp_path / "manifest.parquet")["plane"] == [0, 2]
+    config = ViewConfig(interval="minmax", stretch="linear")
+    write_views(tmp_path / "manifest.parquet", tmp_path / "sample.npy", tmp_path / "views", config)
+    vmin, vmax = field_interval(np.load(tmp_path / "sample.npy"), config)
+    for row in manifest.itertuples():
+        view = np.load(tmp_path / "views" / f"{row.cutout_id}.npy")
+        expected = np.clip((cube[0, 2, row.y0:row.y1, row.x0:row.x1] - vmin) / (vmax - vmin), 0, 1)
+        np.testing.assert_allclose(view, expected, atol=1e-6)
+
+
+def test_views_refuse_an_image_that_is_not_the_one_cut(tmp_path):
+    from radiodet.errors import InputError
+
+    data = gaussian_image(200, 100, [(20, 5, 50.0)], noise=1.0)
+    image = write_image(tmp_path / "img.fits", data, sky_header(200, 100))
+    other = write_image(tmp_path / "other.fits", data, sky_header(200, 100))
+    _cut(tmp_path, image, config=CutoutConfig(size=100))
+    with pytest.raises(InputError, match="other.fits"):
+        write_views(tmp_path / "manifest.parquet", tmp_path / "sample.npy", tmp_path / "views", ViewConfig(),
+                    image_path=other)
+    write_image(image, gaussian_image(150, 100, [], noise=1.0), sky_header(150, 100))  # the image was replaced
+    with pytest.raises(InputError, match="re-run the cutouts"):
+        write_views(tmp_path / "manifest.parquet", tmp_path / "sample.npy", tmp_path / "views", ViewConfig())
+    assert not (tmp_path / "views").exists()

@@ -275,7 +275,7 @@ def make_cutouts(image_path: str | Path, out_dir: str | Path, manifest_path: str
             np.save(tmp, sample)
         manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
         write_parquet(manifest, manifest_path, columns=MANIFEST_COLUMNS, metadata={
-            "image": str(image.path), "field": field, "shape": [ny, nx],
+            "image": str(image.path), "field": field, "shape": [ny, nx], "plane": list(image.plane),
             "wcs_header": image.wcs.to_header_string(relax=True),
             "beam_arcsec": None if image.beam is None else [image.beam.major, image.beam.minor, image.beam.pa],
             "frequency_hz": image.frequency_hz, "bunit": image.bunit,

@@ -94,6 +94,8 @@ class SkyImage:
     blank: int | None = None
     #: byte offset of this plane's first pixel in the file (None: read through the memory map)
     plane_offset: int | None = None
+    #: indices of the non-celestial axes of this plane, outermost first (numpy order); () for a 2-D image
+    plane: tuple[int, ...] = ()
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -244,7 +246,7 @@ def _open_sky_plane(path: Path, plane, beam) -> Iterator[SkyImage]:
                          bscale=float(header.get("BSCALE", 1.0)), bzero=float(header.get("BZERO", 0.0)),
                          blank=int(header["BLANK"]) if "BLANK" in header and int(header["BITPIX"]) > 0 else None,
                          plane_offset=int(info["datLoc"]) + plane_pixels * data.dtype.itemsize
-                         if "datLoc" in info else None)
+                         if "datLoc" in info else None, plane=tuple(int(i) for i in index))
         yield image
     finally:
         hdul.close()
@@ -278,25 +280,62 @@ def sample_image(path: str | Path, ra, dec, *, order: int = 1) -> np.ndarray:
 
 
 def robust_rms(values: np.ndarray) -> tuple[float, float]:
-    """(1.4826 x MAD, median) of the finite values; NaN for none."""
+    """(1.4826 x MAD, median) of the finite values; NaN for none.
+
+    Exactly ``np.median`` of the values and of their absolute deviations
+    from it (in float64), selected by :func:`_select_ranks`.
+    """
     mask = np.isfinite(values)
-    # private copies, partitioned in place below; the median is one of the values (or the
-    # mean of two), so selecting it in their own dtype gives the float64 result
-    finite = values.ravel().copy() if mask.all() else values[mask]
+    finite = values.ravel() if mask.all() else values[mask]
     if finite.size == 0:
         return float("nan"), float("nan")
-    median = _median_in_place(finite)
+    median = _median(finite)
     deviation = finite.astype(np.float64)
     deviation -= median
     np.abs(deviation, out=deviation)
-    return MAD_TO_SIGMA * _median_in_place(deviation), median
+    return MAD_TO_SIGMA * _median(deviation), median
 
 
-def _median_in_place(values: np.ndarray) -> float:
+def _median(values: np.ndarray) -> float:
+    """The median of a 1-D array without NaN (the mean of the middle two for an even count), as float."""
+    half = values.size // 2
+    if values.size % 2:
+        return float(_select_ranks(values, [half])[0])
+    below, above = _select_ranks(values, [half - 1, half])
+    return 0.5 * (float(below) + float(above))
+
+
+#: below this many values :func:`_select_ranks` partitions them all
+_SELECT_SAMPLED_FROM = 8192
+
+
+def _select_ranks(values: np.ndarray, ranks: list[int]) -> list:
+    """The values at 0-based ``ranks`` (ascending) of ``values`` sorted; ``values`` is not modified.
+
+    The same values as ``np.partition``, about twice as fast for a cutout's
+    42,025 pixels (robust_rms was half the cutout stage's time): a regular
+    subsample of about 2,000 values, sorted, brackets the ranks by +-4
+    standard deviations of a sample quantile's rank; only the values inside
+    the bracket are partitioned, and the count below it places the ranks
+    among them. A bracket that misses (improbable, possible for a
+    pathological pixel order) falls back to partitioning everything, so the
+    result is exact either way.
+    """
     n = values.size
-    half = n // 2
-    if n % 2:
-        values.partition(half)
-        return float(values[half])
-    values.partition([half - 1, half])
-    return 0.5 * (float(values[half - 1]) + float(values[half]))
+    if n >= _SELECT_SAMPLED_FROM:
+        sample = np.sort(values[::n // 2048])
+        size = sample.size
+        margin = int(2 * np.sqrt(size)) + 2  # 4 sigma: the sample rank of a quantile p has sigma sqrt(size p (1-p))
+        low = sample[max(ranks[0] * size // n - margin, 0)]
+        high = sample[min(ranks[-1] * size // n + margin, size - 1)]
+        inside = values >= low
+        below = n - np.count_nonzero(inside)
+        inside &= values <= high
+        candidates = values[inside]
+        if below <= ranks[0] and ranks[-1] < below + candidates.size:
+            local = [rank - below for rank in ranks]
+            candidates.partition(local)
+            return [candidates[rank] for rank in local]
+    everything = values.copy()
+    everything.partition(ranks)
+    return [everything[rank] for rank in ranks]

@@ -1,5 +1,9 @@
 """PNG and NPY views of the FITS cutouts, scaled consistently across a field.
 
+A view holds its cutout's pixels (the parent image's float32 values inside
+the cutout's bounds, which is what the cutout FITS file stores), read from
+the parent one band of cutouts at a time.
+
 The display interval is computed once per field from a regular subsample of
 all its pixels (written by the cutout stage), never per cutout: the same
 brightness maps to the same grey level in every cutout of a field, so a model
@@ -18,14 +22,14 @@ data (y = 0), i.e. the images are stored unflipped and look upside down
 
 from __future__ import annotations
 
+import io
 import logging
-import os
 import struct
 import zlib
 from pathlib import Path
 
 import numpy as np
-from astropy.io import fits
+import pandas as pd
 from astropy.visualization import (
     AsinhStretch,
     AsymmetricPercentileInterval,
@@ -39,8 +43,10 @@ from PIL import Image
 
 from .atomic import atomic_directory, write_json
 from .configuration import schema_config
-from .errors import ConfigError
+from .errors import ConfigError, InputError
+from .images import open_image
 from .logs import Progress
+from .schema import read_parquet_metadata
 from .workers import forked_pool
 
 __all__ = ["ViewConfig", "field_interval", "scale", "write_png", "write_views"]
@@ -121,56 +127,96 @@ def write_png(path: Path, pixels: np.ndarray, compress_level: int) -> None:
                      + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 0)) + _png_chunk(b"IEND", b""))
 
 
-def _read_ahead(paths: list[Path]) -> None:
-    """Ask the kernel to start reading ``paths`` now (``posix_fadvise`` WILLNEED; it returns at once).
-
-    Cutouts written a minute ago may have left the page cache on a busy node;
-    read one by one, each would then wait for the disk in turn, while the
-    kernel can fetch a whole batch at the disk's rate as the views are made.
-    """
-    if not hasattr(os, "posix_fadvise"):
-        return
-    for path in paths:
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
-            continue  # the read below reports it
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-        finally:
-            os.close(fd)
+def _npy_header(shape: tuple[int, ...], dtype) -> bytes:
+    """The bytes ``np.save`` writes before the data of a C-ordered array of ``shape`` and ``dtype``."""
+    buffer = io.BytesIO()
+    empty = np.zeros(shape, dtype=dtype)
+    np.save(buffer, empty)
+    return buffer.getvalue()[:-empty.nbytes]
 
 
-def _write_some(parent: Path, rows: list[tuple[str, str]], out_dir: Path, vmin: float, vmax: float,
-                config: ViewConfig) -> int:
-    """Write the views of ``rows`` ((cutout file relative to ``parent``, cutout id)) into ``out_dir``."""
-    _read_ahead([parent / file for file, _ in rows])
-    for file, cutout_id in rows:
-        # read whole, not memory-mapped (a third faster for files this small), and only
-        # the primary HDU (getdata also scans the file for extensions: 0.56 -> 0.42 ms)
-        with fits.open(parent / file, memmap=False, lazy_load_hdus=True) as hdul:
-            data = hdul[0].data.astype(np.float32)
-        scaled = scale(data, vmin, vmax, config)
-        if "png" in config.formats:
-            write_png(out_dir / f"{cutout_id}.png", np.round(scaled * 255).astype(np.uint8),
-                      config.png_compress_level)
-        if "npy" in config.formats:
-            np.save(out_dir / f"{cutout_id}.npy", scaled)
-    return len(rows)
+#: one band of a field's cutouts: (y0, y1 of the band's rows, [(cutout_id, x0, x1), ...])
+Band = tuple[int, int, list[tuple[str, int, int]]]
 
 
-#: cutouts per task handed to a worker process (small enough for steady progress lines)
+def _write_bands(image_path: Path, plane: tuple[int, ...] | None, bands: list[Band], out_dir: Path,
+                 vmin: float, vmax: float, config: ViewConfig) -> int:
+    """Write the views of the cutouts in ``bands`` into ``out_dir``, reading each band of the parent once."""
+    npy_headers: dict[tuple[int, int], bytes] = {}
+    written = 0
+    with open_image(image_path, plane=plane) as image:
+        for y0, y1, cutouts in bands:
+            x_start, x_stop = min(c[1] for c in cutouts), max(c[2] for c in cutouts)
+            band = image.read(y0, y1, x_start, x_stop)
+            if band.shape[0] != y1 - y0:
+                raise InputError(image.path, f"rows {y0}..{y1} of a cutout lie outside the image "
+                                             f"({image.shape[1]} x {image.shape[0]}): not the image that was cut?")
+            for cutout_id, x0, x1 in cutouts:
+                # the cutout FITS file's pixels: the same float32 values, cut from the same rows
+                scaled = scale(band[:, x0 - x_start:x1 - x_start], vmin, vmax, config)
+                if "png" in config.formats:
+                    write_png(out_dir / f"{cutout_id}.png", np.round(scaled * 255).astype(np.uint8),
+                              config.png_compress_level)
+                if "npy" in config.formats:
+                    # np.save's bytes; its header, the same for every cutout of the shape, formatted once
+                    header = npy_headers.get(scaled.shape)
+                    if header is None:
+                        header = npy_headers[scaled.shape] = _npy_header(scaled.shape, scaled.dtype)
+                    with open(out_dir / f"{cutout_id}.npy", "wb") as handle:
+                        handle.write(header)
+                        handle.write(np.ascontiguousarray(scaled).data)
+                written += 1
+    return written
+
+
+#: at least this many cutouts (whole bands) per task handed to a worker process
 _CHUNK = 256
 
 
+def _bands(manifest: pd.DataFrame) -> list[Band]:
+    """The manifest's cutouts grouped by their rows (y0, y1), in manifest order."""
+    groups: dict[tuple[int, int], list[tuple[str, int, int]]] = {}
+    for cutout_id, x0, y0, x1, y1 in zip(manifest["cutout_id"], manifest["x0"].tolist(), manifest["y0"].tolist(),
+                                         manifest["x1"].tolist(), manifest["y1"].tolist()):
+        groups.setdefault((y0, y1), []).append((cutout_id, x0, x1))
+    return [(y0, y1, cutouts) for (y0, y1), cutouts in groups.items()]
+
+
+def _parent_image(manifest_path: Path, image_path: str | Path | None) -> tuple[Path, tuple[int, ...] | None]:
+    """The image (and its plane) that the manifest's cutouts were cut from; checked against ``image_path``."""
+    metadata = read_parquet_metadata(manifest_path)
+    recorded = Path(metadata["image"])
+    path = Path(image_path) if image_path is not None else recorded
+    if path.resolve() != recorded.resolve():
+        raise InputError(manifest_path, f"its cutouts were cut from {recorded}, not from {path}: re-run the cutouts")
+    plane = metadata.get("plane")
+    if plane is None:  # a manifest written before the plane was recorded
+        with open_image(path) as image:
+            if image.plane:
+                raise InputError(manifest_path, f"it does not record which plane of the cube {path} was cut "
+                                                "(written by an earlier version): re-run the cutouts")
+    with open_image(path, plane=None if plane is None else tuple(plane)) as image:
+        if list(image.shape) != [int(n) for n in metadata["shape"]]:
+            raise InputError(manifest_path, f"its image was {metadata['shape'][1]} x {metadata['shape'][0]} px, "
+                                            f"{path} is {image.shape[1]} x {image.shape[0]}: re-run the cutouts")
+    return path, None if plane is None else tuple(plane)
+
+
 def write_views(manifest_path: str | Path, sample_path: str | Path, out_dir: str | Path,
-                config: ViewConfig, *, workers: int = 1) -> int:
+                config: ViewConfig, *, image_path: str | Path | None = None, workers: int = 1) -> int:
     """Write ``<cutout_id>.png`` / ``.npy`` into the directory ``out_dir``.
+
+    The pixels of each view are those of its cutout FITS file: the parent
+    image's values inside the cutout's bounds (manifest ``x0``-``x1``,
+    ``y0``-``y1``, the plane the manifest records) as float32. They are read
+    from the parent, one positioned read per band of cutouts, rather than
+    from tens of thousands of small FITS files (that read was half the
+    stage's time).
 
     Parameters
     ----------
     manifest_path : str or Path
-        The field's cutout manifest (the cutout FITS files it lists are read).
+        The field's (or one part's) cutout manifest.
     sample_path : str or Path
         The field's pixel subsample: the display interval is computed once
         over it, so every cutout of the field is scaled the same way.
@@ -178,6 +224,9 @@ def write_views(manifest_path: str | Path, sample_path: str | Path, out_dir: str
         The views directory (it appears atomically, complete).
     config : ViewConfig
         Formats, interval (percentile, zscale, minmax) and stretch.
+    image_path : str or Path, optional
+        The parent image (the workflow passes its input); it must be the one
+        the manifest records (default).
     workers : int
         Processes writing views (the rule's threads); the files are the same
         whatever the number.
@@ -190,31 +239,33 @@ def write_views(manifest_path: str | Path, sample_path: str | Path, out_dir: str
         scaled to [0, 1]. ``out_dir/scaling.json`` records the interval (image
         unit) and stretch, so the mapping can be inverted.
     """
-    import pandas as pd  # local: keeps `import radiodet.views` light
-
     manifest_path = Path(manifest_path)
     manifest = pd.read_parquet(manifest_path)
     unknown = set(config.formats) - {"png", "npy"}
     if unknown:
         raise ConfigError(f"unknown views.formats {sorted(unknown)}; use png and/or npy")
+    image_path, plane = _parent_image(manifest_path, image_path)
     sample = np.load(sample_path)
     vmin, vmax = field_interval(sample, config)
     log.info("field interval %s: [%.4g, %.4g] (from %d sampled pixels), stretch %s", config.interval,
              vmin, vmax, sample.size, config.stretch)
     progress = Progress("views", len(manifest), unit="cutouts")
-    rows = list(zip(manifest["file"], manifest["cutout_id"]))
-    chunks = [rows[i:i + _CHUNK] for i in range(0, len(rows), _CHUNK)]
+    chunks: list[list[Band]] = [[]]
+    for band in _bands(manifest):
+        if sum(len(cutouts) for _, _, cutouts in chunks[-1]) >= _CHUNK:
+            chunks.append([])
+        chunks[-1].append(band)
     workers = max(1, min(int(workers), len(chunks)))
     with atomic_directory(out_dir) as tmp_dir:
         if workers == 1:
             for chunk in chunks:
-                progress.advance(_write_some(manifest_path.parent, chunk, tmp_dir, vmin, vmax, config))
+                progress.advance(_write_bands(image_path, plane, chunk, tmp_dir, vmin, vmax, config))
         else:
             from concurrent.futures import as_completed
 
             log.info("views written by %d processes", workers)
             with forked_pool(workers) as pool:
-                futures = [pool.submit(_write_some, manifest_path.parent, chunk, tmp_dir, vmin, vmax, config)
+                futures = [pool.submit(_write_bands, image_path, plane, chunk, tmp_dir, vmin, vmax, config)
                            for chunk in chunks]
                 for future in as_completed(futures):
                     progress.advance(future.result())

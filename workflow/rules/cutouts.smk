@@ -84,10 +84,10 @@ rule cutouts_gather:
 
 
 rule views:
-    """PNG/NPY views of one field's cutouts, scaled over the whole field."""
+    """PNG/NPY views of one field's cutouts (their pixels read from the image), scaled over the whole field."""
     input:
+        image=get_image,
         manifest=f"{RESULTS}/cutouts/{{field}}/manifest.parquet",
-        fits=f"{RESULTS}/cutouts/{{field}}/fits",
         sample=f"{RESULTS}/cutouts/{{field}}/pixel_sample.npy",
     output:
         views=directory(f"{RESULTS}/views/{{field}}"),
@@ -109,8 +109,8 @@ rule views:
 rule views_part:
     """PNG/NPY views of one part's cutouts, scaled over the whole field (the gathered sample)."""
     input:
+        image=get_image,
         manifest=f"{PARTS}/{{field}}/{{part}}/manifest.parquet",
-        fits=f"{PARTS}/{{field}}/{{part}}/fits",
         sample=f"{RESULTS}/cutouts/{{field}}/pixel_sample.npy",
     output:
         views=directory(f"{PARTS}/{{field}}/{{part}}/views"),
