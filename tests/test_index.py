@@ -21,7 +21,7 @@ from radiodet.db import (
     validate_identifier,
 )
 from radiodet.errors import ConfigError
-from radiodet.index import _footprints, _with_fields_sorted, build_index, load_and_assign
+from radiodet.index import _footprints, _with_fields_sorted, build_index, load_and_assign, stage_sources
 from radiodet.manifest import field_wcs
 
 pytestmark = pytest.mark.postgis
@@ -116,6 +116,89 @@ def test_sdc1_demo_join_matches_pixel_arithmetic(tmp_path, postgis_url):
     # sources within a hair of an edge may fall either way (great-circle edges)
     assert len(pairs ^ expected) <= 0.0005 * len(expected)
     assert len(expected) > 15000
+
+
+def _index(tmp_path, name, sources_path, manifest_path, url, survey, margin_px=2.0, stage_path=None):
+    build_index(sources_path, [manifest_path], tmp_path / f"{name}.parquet", tmp_path / f"{name}.json",
+                survey=survey, database_url=url, private_dir=tmp_path / "unused", schema="radiodet_stage",
+                margin_px=margin_px, stage_path=stage_path)
+    got = pd.read_parquet(tmp_path / f"{name}.parquet")
+    return set(zip(got["source_id"].astype(int), got["cutout_id"])), got
+
+
+def _relations(engine, survey_hash_part: str) -> set[str]:
+    with engine.connect() as conn:
+        return {r[0] for r in conn.execute(sa.text(
+            "SELECT c.relname FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'radiodet_stage' AND c.relkind = 'r' AND c.relname LIKE :p"),
+            {"p": f"%{survey_hash_part}%"})}
+
+
+def test_staged_sources_become_the_partitions_with_the_same_join(field_across_ra_zero, postgis_url, engine,
+                                                                  tmp_path, caplog):
+    """RA 0 inside the field: the plane from the image header is the plane from the manifest."""
+    from radiodet.index import _partition
+
+    sources_path, manifest_path, sources = field_across_ra_zero
+    staged = stage_sources(sources_path, [("zero", tmp_path / "zero.fits")], tmp_path / "staged.json",
+                           survey="staged", database_url=postgis_url, private_dir=tmp_path / "unused",
+                           schema="radiodet_stage", margin_px=2.0)
+    assert staged["rows"] == len(sources) and len(staged["planes"]) == 1
+    suffix = _partition("sources", "staged").split("_")[-1]
+    assert _relations(engine, suffix) >= {f"staged_sources_{suffix}", f"staged_source_points_{suffix}"}
+    count = sa.text("SELECT count(*) FROM radiodet_stage.sources WHERE survey = 'staged'")
+    with engine.connect() as conn:  # nothing visible to a user's query yet
+        assert conn.execute(count).scalar() == 0
+    with caplog.at_level("INFO", logger="radiodet.index"):
+        pairs, got = _index(tmp_path, "a", sources_path, manifest_path, postgis_url, "staged",
+                            stage_path=tmp_path / "staged.json")
+    assert "staged beside the cutouts" in caplog.text and "loading them here" not in caplog.text
+    assert pairs == brute_force_assignment(sources, manifest_path, 2.0)
+    loaded, again = _index(tmp_path, "b", sources_path, manifest_path, postgis_url, "loaded")
+    pd.testing.assert_frame_equal(got, again)
+    assert _relations(engine, suffix) == {f"sources_{suffix}", f"source_points_{suffix}", f"assignments_{suffix}"}
+    with engine.connect() as conn:
+        assert conn.execute(count).scalar() == len(sources)
+    # the stage was consumed: indexing again with its marker loads the sources, with the same result
+    caplog.clear()
+    with caplog.at_level("INFO", logger="radiodet.index"):
+        pairs_again, _ = _index(tmp_path, "c", sources_path, manifest_path, postgis_url, "staged",
+                                stage_path=tmp_path / "staged.json")
+    assert "are gone or were replaced" in caplog.text and pairs_again == pairs
+
+
+def test_a_stage_that_does_not_fit_the_cutouts_is_not_used(field_across_ra_zero, postgis_url, tmp_path, caplog):
+    import json
+
+    sources_path, manifest_path, sources = field_across_ra_zero
+    stage = dict(database_url=postgis_url, private_dir=tmp_path / "unused", schema="radiodet_stage")
+    stage_sources(sources_path, [("zero", tmp_path / "zero.fits")], tmp_path / "m2.json", survey="misfit",
+                  margin_px=2.0, **stage)
+    # another margin than the stage's: a wider footprint may reach beyond the staged radius
+    with caplog.at_level("WARNING", logger="radiodet.index"):
+        pairs, _ = _index(tmp_path, "a", sources_path, manifest_path, postgis_url, "misfit", margin_px=30.0,
+                          stage_path=tmp_path / "m2.json")
+    assert "do not fit these cutouts" in caplog.text
+    assert pairs == brute_force_assignment(sources, manifest_path, 30.0)
+    # a newer stage replaced the one this marker describes
+    stage_sources(sources_path, [("zero", tmp_path / "zero.fits")], tmp_path / "old.json", survey="misfit",
+                  margin_px=2.0, **stage)
+    stage_sources(sources_path, [("zero", tmp_path / "zero.fits")], tmp_path / "new.json", survey="misfit",
+                  margin_px=2.0, **stage)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="radiodet.index"):
+        pairs, _ = _index(tmp_path, "b", sources_path, manifest_path, postgis_url, "misfit",
+                          stage_path=tmp_path / "old.json")
+    assert "are gone or were replaced" in caplog.text
+    assert pairs == brute_force_assignment(sources, manifest_path, 2.0)
+    # the catalogue was rewritten after staging
+    marker = json.loads((tmp_path / "new.json").read_text())
+    marker["sources_file"][1] -= 1
+    (tmp_path / "new.json").write_text(json.dumps(marker))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="radiodet.index"):
+        _index(tmp_path, "c", sources_path, manifest_path, postgis_url, "misfit", stage_path=tmp_path / "new.json")
+    assert "staged another version" in caplog.text
 
 
 def test_reindexing_never_duplicates_rows(field_across_ra_zero, engine):

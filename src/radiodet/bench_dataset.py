@@ -55,7 +55,7 @@ PIXEL_DEG = 1.67847e-4
 NOISE = 3.8e-7          # Jy/beam
 BEAM_ARCSEC = 1.5
 BAND = 1024             # rows generated at a time
-STAGES = ["ingest", "cutouts", "views", "index", "filter", "boxes", "coco"]
+STAGES = ["ingest", "index_sources", "cutouts", "views", "index", "filter", "boxes", "coco"]
 
 
 def _header(side: int) -> fits.Header:
@@ -325,6 +325,7 @@ def _print_scale(scale, info, disk, run, image_bytes) -> None:
         "ingest": f"{info['sources'] / run['stages']['ingest']['seconds']:,.0f} rows/s",
         "cutouts": f"{mb / run['stages']['cutouts']['seconds']:.0f} MB/s of image",
         "views": f"{run['cutouts'] / run['stages']['views']['seconds']:.0f} cutouts/s",
+        "index_sources": f"{info['sources'] / run['stages']['index_sources']['seconds']:,.0f} sources/s staged",
         "index": f"{info['sources'] / run['stages']['index']['seconds']:,.0f} sources/s",
         "filter": f"{run['pairs'] / run['stages']['filter']['seconds']:,.0f} pairs/s",
         "boxes": f"{run['annotations'] / max(run['stages']['boxes']['seconds'], 1e-9):,.0f} boxes/s",
@@ -335,10 +336,10 @@ def _print_scale(scale, info, disk, run, image_bytes) -> None:
     print(f"disk: write {disk['write_MBps']} MB/s, read {disk['read_MBps']} MB/s, copy of the image "
           f"{disk['copy_seconds']} s ({disk['copy_MBps']} MB/s)")
     copy = disk["copy_seconds"]
-    print(f"{'stage':<9} {'wall s':>8} {'x copy':>7} {'peak RSS MB':>12} {'jobs':>5}  throughput")
+    print(f"{'stage':<13} {'wall s':>8} {'x copy':>7} {'peak RSS MB':>12} {'jobs':>5}  throughput")
     for stage in STAGES:
         s = run["stages"][stage]
-        print(f"{stage:<9} {s['seconds']:>8.1f} {s['seconds'] / copy:>7.1f} {s['max_rss_MB']:>12.0f} "
+        print(f"{stage:<13} {s['seconds']:>8.1f} {s['seconds'] / copy:>7.1f} {s['max_rss_MB']:>12.0f} "
               f"{s.get('jobs', 1):>5}  {rows[stage]}")
     core = sum(run["stages"][s]["seconds"] for s in ("ingest", "index", "filter"))
     print(f"ingest + index + filter: {core:.1f} s; whole run (Snakemake, all stages): {run['total_seconds']} s "
@@ -361,12 +362,12 @@ def _print_growth(report) -> None:
     if len(scales) < 2:
         return
     print("\nhow time grows with area (seconds; last column: ratio largest/smallest over area ratio, 1 = linear)")
-    print(f"{'stage':<9} " + " ".join(f"{s:>9}" for s in scales) + "  linearity")
+    print(f"{'stage':<13} " + " ".join(f"{s:>9}" for s in scales) + "  linearity")
     area = float(Fraction(scales[-1]) / Fraction(scales[0]))
     for stage in STAGES:
         times = [report["scales"][s]["run"]["stages"][stage]["seconds"] for s in scales]
         growth = times[-1] / max(times[0], 1e-9) / area
-        print(f"{stage:<9} " + " ".join(f"{t:>9.1f}" for t in times) + f"  {growth:>8.2f}")
+        print(f"{stage:<13} " + " ".join(f"{t:>9.1f}" for t in times) + f"  {growth:>8.2f}")
 
 
 
@@ -395,11 +396,14 @@ def _print_targets(report) -> None:
     measured = {"whole_vs_copy": multiples["whole_run"], "index_vs_copy": multiples["index"],
                 "views_vs_copy": multiples["views"], "cutouts_vs_copy": multiples["cutouts"],
                 "cutouts_rss_MB": entry["run"]["stages"]["cutouts"]["max_rss_MB"]}
-    labels = {"whole_vs_copy": "whole build / copying the image", "index_vs_copy": "index / copying the image",
+    labels = {"whole_vs_copy": "whole build / copying the image", "index_vs_copy": "index job / copying the image",
               "views_vs_copy": "views / copying the image", "cutouts_vs_copy": "cutouts / copying the image",
               "cutouts_rss_MB": "cutouts peak RSS (MB)"}
+    # the index's two jobs: its sources staged beside the cutouts, then the join after them
+    measured["index_both_vs_copy"] = round(multiples["index"] + multiples["index_sources"], 2)
+    labels["index_both_vs_copy"] = "index, both jobs / copying the image"
     print("\nfull-size targets")
-    for key, target in TARGETS.items():
+    for key, target in {**TARGETS, "index_both_vs_copy": TARGETS["index_vs_copy"]}.items():
         value = measured[key]
         verdict = "met" if value <= target else f"missed by {value - target:.1f} ({value / target:.1f} x the target)"
         print(f"{labels[key]:<36} {value:>9.1f}  target {target:>7.1f}  {verdict}")

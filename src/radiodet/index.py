@@ -36,14 +36,27 @@ partitions, which also replaces a ``DELETE`` of millions of rows. Tables of
 an earlier layout (unpartitioned, or ``sources`` with a geography column)
 are dropped with a warning: they hold only rows derived from the workflow's
 files.
+
+The sources' half of that work needs no cutout: in the workflow a job
+(:func:`stage_sources`, rule ``index_sources``) loads and indexes them into
+staged tables while the cutouts are cut, each field's plane taken from its
+image header (the same tangent point and shift; a radius holding the whole
+image). The index job checks that the stage fits its cutouts (fields,
+planes, margin, the catalogue file, the token in the staged table's comment)
+and then renames the staged tables into the survey's partitions inside its
+one transaction; when anything does not fit, it loads the sources itself.
+Until then the staged tables are no partitions: nothing a user queries
+changes before the index job commits.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import time
+import uuid
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -52,6 +65,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import sqlalchemy as sa
+from astropy.io import fits
 
 from .atomic import write_json
 from .db import (
@@ -66,10 +80,12 @@ from .db import (
 )
 from .errors import ConfigError, InputError
 from .geometry import local_offsets, wrap_ra_difference
+from .images import celestial_wcs, open_image
 from .manifest import field_shape, field_wcs, footprints
 from .schema import read_parquet_metadata, read_sources, write_parquet
 
-__all__ = ["ASSIGNMENT_COLUMNS", "OWNERSHIP_COLUMNS", "build_index", "load_and_assign", "field_centres"]
+__all__ = ["ASSIGNMENT_COLUMNS", "OWNERSHIP_COLUMNS", "build_index", "load_and_assign", "field_centres",
+           "stage_sources", "image_planes"]
 
 log = logging.getLogger(__name__)
 
@@ -123,17 +139,19 @@ def _drop_old_layout(conn: sa.Connection, schema: str, q: str) -> None:
         conn.execute(sa.text(f"DROP TABLE {', '.join(f'{q}.{name}' for name in old)}"))
 
 
-def _index_and_attach(conn: sa.Connection, part: str, parent: str, bound: str, key: list[str],
-                      gist: str | None = None) -> None:
-    """Build a loaded partition's primary key (and GiST index), then attach it to ``parent``.
+def _build_indexes(conn: sa.Connection, part: str, bound: str, key: list[str], gist: str | None = None) -> None:
+    """Build a loaded partition-to-be's primary key (and GiST index) and its survey CHECK constraint.
 
-    The CHECK constraint spares the attach a scan of the rows; the indexes
-    built here become the partitions of the parent's indexes.
+    The CHECK constraint spares :func:`_attach` a scan of the rows; the
+    indexes built here become the partitions of the parent's indexes.
     """
     conn.execute(sa.text(f"ALTER TABLE {part} ADD PRIMARY KEY ({', '.join(key)})"))
     if gist:
         conn.execute(sa.text(f"CREATE INDEX ON {part} USING gist ({gist})"))
     conn.execute(sa.text(f"ALTER TABLE {part} ADD CHECK (survey = {bound})"))
+
+
+def _attach(conn: sa.Connection, part: str, parent: str, bound: str) -> None:
     conn.execute(sa.text(f"ALTER TABLE {parent} ATTACH PARTITION {part} FOR VALUES IN ({bound})"))
 
 
@@ -164,6 +182,19 @@ def _unit(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
 PLANE_COLUMNS = ["plane_ra", "plane_dec", "plane_shift", "plane_radius"]
 
 
+def _plane_centre(wcs, shape: tuple[int, int]) -> tuple[float, float]:
+    """Tangent point (RA, Dec in deg) of a field's plane: its image centre, pixel ((nx - 1) / 2, (ny - 1) / 2)."""
+    ny, nx = shape
+    ra, dec = wcs.pixel_to_world_values((nx - 1) / 2, (ny - 1) / 2)
+    return float(ra), float(dec)
+
+
+def _check_radius(path, radius: float) -> None:
+    if radius >= MAX_FIELD_RADIUS_DEG:
+        raise InputError(path, f"the cutouts reach {radius:.1f} deg from the field centre; the spatial join "
+                               f"handles fields up to {MAX_FIELD_RADIUS_DEG:g} deg in radius (split the image)")
+
+
 def _footprints(manifest_paths: list[Path], margin_px: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Cutout polygons (grown, exact, grown in the field's plane) and the 5 ownership test points of each cutout.
 
@@ -175,17 +206,14 @@ def _footprints(manifest_paths: list[Path], margin_px: float) -> tuple[pd.DataFr
     for k, path in enumerate(manifest_paths):
         manifest = pd.read_parquet(path)
         wcs = field_wcs(path)
-        ny, nx = field_shape(path)
-        ra0, dec0 = (float(v) for v in wcs.pixel_to_world_values((nx - 1) / 2, (ny - 1) / 2))
+        ra0, dec0 = _plane_centre(wcs, field_shape(path))
         shift = k * PLANE_STRIDE_ARCSEC
         x0, y0, x1, y1 = (manifest[c].to_numpy(float) for c in ("x0", "y0", "x1", "y1"))
         grown = footprints(wcs, x0 - margin_px, y0 - margin_px, x1 + margin_px, y1 + margin_px)
         exact = footprints(wcs, x0, y0, x1, y1)
         east, north = local_offsets(ra0, dec0, *grown)
         radius = float(_separation_deg(ra0, dec0, grown[0].ravel(), grown[1].ravel()).max()) if len(x0) else 0.0
-        if radius >= MAX_FIELD_RADIUS_DEG:
-            raise InputError(path, f"the cutouts reach {radius:.1f} deg from the field centre; the spatial join "
-                                   f"handles fields up to {MAX_FIELD_RADIUS_DEG:g} deg in radius (split the image)")
+        _check_radius(path, radius)
         for i, row in enumerate(manifest.itertuples()):
             rows.append([row.cutout_id, row.field, row.split, _wkt_polygon(grown[0][i], grown[1][i]),
                          _wkt_polygon(exact[0][i], exact[1][i]), _plane_polygon(east[i] + shift, north[i]),
@@ -203,16 +231,43 @@ def _footprints(manifest_paths: list[Path], margin_px: float) -> tuple[pd.DataFr
             pd.concat(points, ignore_index=True) if points else pd.DataFrame(columns=point_columns))
 
 
-def source_points(sources: pd.DataFrame, cutouts: pd.DataFrame) -> pd.DataFrame:
+def _planes_of(cutouts: pd.DataFrame) -> pd.DataFrame:
+    """The fields' planes (:data:`PLANE_COLUMNS`, indexed by field, in order) of a cutouts frame."""
+    return cutouts.groupby("field", sort=False)[PLANE_COLUMNS].first()
+
+
+def image_planes(images: list[tuple[str, str | Path]], margin_px: float) -> pd.DataFrame:
+    """The fields' planes from their images alone (before any cutout): what :func:`stage_sources` projects into.
+
+    ``images``: (field, image path) in the order of the manifests the index
+    job is given. Tangent point and shift as :func:`_footprints` computes
+    them from the manifests (the same WCS, from the same header string); the
+    radius is that of the whole image grown by ``margin_px``, which holds
+    every cutout's grown footprint (the index job checks that it does).
+    """
+    rows = []
+    for k, (field, path) in enumerate(images):
+        with open_image(path) as image:
+            header, shape = image.wcs.to_header_string(relax=True), image.shape
+        wcs = celestial_wcs(fits.Header.fromstring(header), path)  # as the manifest records it
+        ra0, dec0 = _plane_centre(wcs, shape)
+        ny, nx = shape
+        ra, dec = footprints(wcs, [-margin_px], [-margin_px], [nx + margin_px], [ny + margin_px], per_edge=64)
+        radius = float(_separation_deg(ra0, dec0, ra.ravel(), dec.ravel()).max())
+        _check_radius(path, radius)
+        rows.append((field, ra0, dec0, k * PLANE_STRIDE_ARCSEC, radius))
+    return pd.DataFrame(rows, columns=["field", *PLANE_COLUMNS]).set_index("field")
+
+
+def source_points(sources: pd.DataFrame, planes: pd.DataFrame) -> pd.DataFrame:
     """Every source within a field's radius, in that field's (shifted) gnomonic plane, arcsec.
 
-    ``sources``: source_id, ra, dec (deg); ``cutouts``: as :func:`_footprints`
-    writes it. Returns field, source_id, x, y; a source near several fields
-    has a point in each.
+    ``sources``: source_id, ra, dec (deg); ``planes``: :data:`PLANE_COLUMNS`
+    indexed by field (:func:`_planes_of`, :func:`image_planes`). Returns
+    field, source_id, x, y; a source near several fields has a point in each.
     """
     from scipy.spatial import cKDTree
 
-    planes = cutouts.groupby("field", sort=False)[PLANE_COLUMNS].first()
     ra, dec = sources["ra"].to_numpy(float), sources["dec"].to_numpy(float)
     units = _unit(ra, dec)
     # few fields: one dot product per source and field; many: a KD-tree of the sources
@@ -247,33 +302,27 @@ def field_centres(manifest_paths: list[Path], given: dict[str, tuple[float, floa
     return pd.DataFrame(rows, columns=["field", "lon", "lat"])
 
 
-def load_and_assign(engine: sa.Engine, sources: pd.DataFrame, cutouts: pd.DataFrame, *, survey: str,
-                    schema: str, points: pd.DataFrame | None = None,
-                    centres: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Replace ``survey``'s rows, decide cutout ownership, join; return (assignments, cutouts).
+class _Names:
+    """Quoted names of one survey's tables in ``schema`` (partitions and the staged tables)."""
 
-    ``sources``: source_id, ra, dec (deg). ``cutouts``: cutout_id, field,
-    split, wkt and extent_wkt (geography polygons, longitudes in [-180, 180)),
-    plane_wkt and the plane columns (:func:`_footprints`).
-    ``points``: cutout_id, field, lon, lat of each cutout's corners and centre;
-    ``centres``: field, lon, lat. A cutout is owned by its field when, at each
-    of its points, no other field with valid data there (one of its cutouts
-    covers the point) has a nearer centre (ties go to the field name that
-    sorts first): each patch of sky is cut out from one field only. Only
-    owned cutouts take part in the join. Everything happens in one
-    transaction.
-    """
-    meta, t = index_tables(schema)
-    if not _SURVEY.match(survey):
-        raise ConfigError(f"survey {survey!r} must match {_SURVEY.pattern}")
-    preparer = engine.dialect.identifier_preparer
-    q = preparer.quote_identifier(schema)
-    sources_part, points_part, assignments_part = (f"{q}.{preparer.quote_identifier(_partition(name, survey))}"
-                                                   for name in PARTITIONED)
-    bound = f"'{survey}'"  # the pattern above admits no quote
-    # one survey's load attaches partitions to tables every survey shares (and
-    # analyses them), so index jobs of one schema take turns, whatever the survey
-    lock_key = zlib.crc32(f"radiodet:{schema}:index".encode())
+    def __init__(self, engine: sa.Engine, schema: str, survey: str):
+        if not _SURVEY.match(survey):
+            raise ConfigError(f"survey {survey!r} must match {_SURVEY.pattern}")
+        preparer = engine.dialect.identifier_preparer
+        self.q = q = preparer.quote_identifier(schema)
+        self.bare = {name: _partition(name, survey) for name in PARTITIONED}
+        self.sources, self.points, self.assignments = (f"{q}.{preparer.quote_identifier(self.bare[name])}"
+                                                       for name in PARTITIONED)
+        self.staged_sources, self.staged_points = (
+            f"{q}.{preparer.quote_identifier(_partition('staged_' + name, survey))}"
+            for name in ("sources", "source_points"))
+        self.bound = f"'{survey}'"  # the pattern above admits no quote
+
+
+def _ensure_schema(engine: sa.Engine, schema: str) -> None:
+    """Create (or bring up to date) the schema's tables, indexes and views."""
+    meta, _ = index_tables(schema)
+    q = engine.dialect.identifier_preparer.quote_identifier(schema)
     # CREATE ... IF NOT EXISTS still races between concurrent sessions (both
     # see "absent", one fails on the catalogue's unique index), so the DDL is
     # serialised by one database-wide advisory lock, held to the commit.
@@ -295,6 +344,163 @@ def load_and_assign(engine: sa.Engine, sources: pd.DataFrame, cutouts: pd.DataFr
         conn.execute(sa.text(f"ALTER TABLE {q}.cutouts ADD COLUMN IF NOT EXISTS plane_footprint geometry(POLYGON, 0)"))
         conn.execute(sa.text(
             f"CREATE INDEX IF NOT EXISTS idx_cutouts_plane_footprint ON {q}.cutouts USING gist (plane_footprint)"))
+
+
+def _load_sources(conn: sa.Connection, names: _Names, sources_table: str, points_table: str,
+                  sources: pd.DataFrame, planes: pd.DataFrame) -> None:
+    """Create and fill ``sources_table`` and ``points_table`` (not yet partitions) and build their indexes.
+
+    Binary COPY into plain tables with no index, then each primary key (and
+    the points' GiST index) built once.
+    """
+    t0 = time.monotonic()
+    conn.execute(sa.text("SET LOCAL maintenance_work_mem = '256MB'"))
+    # the survey column from the tables' default
+    for table, parent in ((sources_table, "sources"), (points_table, "source_points")):
+        conn.execute(sa.text(f"CREATE TABLE {table} (LIKE {names.q}.{parent} INCLUDING DEFAULTS)"))
+        conn.execute(sa.text(f"ALTER TABLE {table} ALTER COLUMN survey SET DEFAULT {names.bound}"))
+
+    def load_sources() -> float:
+        copy_binary(conn, sources_table, ["source_id", "ra", "dec"], [binary_copy_records({
+            name: sources[name].to_numpy(dtype) for name, dtype in
+            (("source_id", np.int64), ("ra", np.float64), ("dec", np.float64))})])
+        _build_indexes(conn, sources_table, names.bound, ["survey", "source_id"])
+        return time.monotonic() - t0
+
+    # The server loads and indexes the sources while this process projects them
+    # into the fields' planes. One connection and one transaction: the thread has
+    # the connection to itself until its result is taken (the pool's exit waits
+    # for it, also when the projection fails).
+    with ThreadPoolExecutor(1) as pool:
+        loading = pool.submit(load_sources)
+        planar = source_points(sources, planes)
+        point_chunks = [binary_copy_records({
+            "field": field, "source_id": group["source_id"].to_numpy(np.int64),
+            "position": PlanarPoints(group["x"].to_numpy(np.float64), group["y"].to_numpy(np.float64))})
+            for field, group in planar.groupby("field", sort=False)]
+        t_project = time.monotonic() - t0
+        t_sources = loading.result()
+    t1 = time.monotonic()
+    copy_binary(conn, points_table, ["field", "source_id", "position"], point_chunks)
+    del point_chunks
+    t2 = time.monotonic()
+    _build_indexes(conn, points_table, names.bound, ["survey", "field", "source_id"], gist="position")
+    log.info("sources: %d rows loaded and indexed in %.1f s, beside their projection into the fields' planes "
+             "(%.1f s); %d points in the planes in %.1f s, their primary key and GiST index in %.1f s",
+             len(sources), t_sources, t_project, len(planar), t2 - t1, time.monotonic() - t2)
+
+
+def _stage_lock(schema: str, survey: str) -> int:
+    return zlib.crc32(f"radiodet:{schema}:{survey}:stage".encode())
+
+
+def stage_sources(sources_path: str | Path, images: list[tuple[str, str | Path]], marker_path: str | Path, *,
+                  survey: str, database_url: str | None, private_dir: str | Path, schema: str = "radiodet",
+                  margin_px: float = 2.0, postgres_bin: str | None = None) -> dict:
+    """Load a survey's sources and their plane points into staged tables, before its cutouts exist.
+
+    The index stage's slowest part that needs no cutout (the binary COPY of
+    the sources and of their points in the fields' planes, their primary keys
+    and the points' GiST index) runs here, in its own committed transaction,
+    beside the cutout jobs. The survey's visible rows are untouched: the
+    staged tables are no partitions, and the index job
+    (:func:`build_index` with ``stage_path``) attaches them in its one
+    transaction, or loads the sources itself when the stage is not what the
+    marker describes (another run replaced or consumed it).
+
+    Parameters
+    ----------
+    images : list of (str, str or Path)
+        (field, image) of every field, in the order of the manifests the
+        index job is given: the planes come from the images' headers
+        (:func:`image_planes`).
+    marker_path : str or Path
+        JSON written after the commit: survey, schema, a random token (also
+        the staged points table's comment), the planes and the counts.
+
+    Returns
+    -------
+    dict
+        What the marker holds.
+    """
+    validate_identifier(schema, "database.schema")
+    t0 = time.monotonic()
+    sources = read_sources(sources_path, columns=["source_id", "ra", "dec"])
+    planes = image_planes(images, margin_px)
+    token = uuid.uuid4().hex
+    with database(database_url, private_dir=private_dir, postgres_bin=postgres_bin) as engine:
+        names = _Names(engine, schema, survey)
+        _ensure_schema(engine, schema)
+        with engine.begin() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _stage_lock(schema, survey)})
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {names.staged_points}, {names.staged_sources}"))
+            _load_sources(conn, names, names.staged_sources, names.staged_points, sources, planes)
+            conn.execute(sa.text(f"COMMENT ON TABLE {names.staged_points} IS '{token}'"))
+    marker = {"survey": survey, "schema": schema, "token": token, "sources": str(sources_path),
+              "sources_file": _file_state(sources_path), "rows": int(len(sources)), "margin_px": margin_px,
+              "planes": planes.reset_index().to_dict(orient="records"), "seconds": round(time.monotonic() - t0, 2)}
+    write_json(marker_path, marker)
+    log.info("staged %d sources of survey %s in %.1f s (token %s)", len(sources), survey, marker["seconds"], token)
+    return marker
+
+
+def _file_state(path: str | Path) -> list[int]:
+    """[size in bytes, modification time in ns]: a rewritten catalogue differs in one of them."""
+    stat = Path(path).stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def _staged_planes(marker: dict, cutouts: pd.DataFrame, *, survey: str, schema: str, margin_px: float
+                   ) -> str | None:
+    """The stage's token when its planes are the cutouts' (same fields in order, tangent points, shifts,
+    a radius that holds every footprint) and it was made for this survey, schema and margin; else None."""
+    ours = _planes_of(cutouts)
+    staged = pd.DataFrame(marker.get("planes", [])).set_index("field") if marker.get("planes") else None
+    problems = []
+    if (marker.get("survey"), marker.get("schema"), marker.get("margin_px")) != (survey, schema, margin_px):
+        problems.append(f"staged for survey {marker.get('survey')!r}, schema {marker.get('schema')!r}, margin "
+                        f"{marker.get('margin_px')} px")
+    elif staged is None or list(staged.index) != list(ours.index):
+        problems.append("staged for other fields")
+    elif not all((staged[c].to_numpy() == ours[c].to_numpy()).all() for c in ("plane_ra", "plane_dec", "plane_shift")):
+        problems.append("staged in other planes (the images changed?)")
+    elif (ours["plane_radius"].to_numpy() > staged["plane_radius"].to_numpy()).any():
+        problems.append("a footprint lies beyond the staged radius")
+    if problems:
+        log.warning("the staged sources do not fit these cutouts (%s): the index job loads the sources itself",
+                    problems[0])
+        return None
+    return marker["token"]
+
+
+def load_and_assign(engine: sa.Engine, sources: pd.DataFrame, cutouts: pd.DataFrame, *, survey: str,
+                    schema: str, points: pd.DataFrame | None = None,
+                    centres: pd.DataFrame | None = None, stage_token: str | None = None
+                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Replace ``survey``'s rows, decide cutout ownership, join; return (assignments, cutouts).
+
+    ``sources``: source_id, ra, dec (deg). ``cutouts``: cutout_id, field,
+    split, wkt and extent_wkt (geography polygons, longitudes in [-180, 180)),
+    plane_wkt and the plane columns (:func:`_footprints`).
+    ``points``: cutout_id, field, lon, lat of each cutout's corners and centre;
+    ``centres``: field, lon, lat. A cutout is owned by its field when, at each
+    of its points, no other field with valid data there (one of its cutouts
+    covers the point) has a nearer centre (ties go to the field name that
+    sorts first): each patch of sky is cut out from one field only. Only
+    owned cutouts take part in the join. Everything happens in one
+    transaction. ``stage_token``: the survey's sources were staged by
+    :func:`stage_sources` with this token; its tables become the survey's
+    partitions (when they are still there with that token, else the sources
+    are loaded here).
+    """
+    _, t = index_tables(schema)
+    names = _Names(engine, schema, survey)
+    q, bound = names.q, names.bound
+    sources_part, points_part, assignments_part = names.sources, names.points, names.assignments
+    # one survey's load attaches partitions to tables every survey shares (and
+    # analyses them), so index jobs of one schema take turns, whatever the survey
+    lock_key = zlib.crc32(f"radiodet:{schema}:index".encode())
+    _ensure_schema(engine, schema)
     with engine.begin() as conn:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_key})
         # the survey's old partitions go whole (instead of a DELETE of every row)
@@ -302,41 +508,26 @@ def load_and_assign(engine: sa.Engine, sources: pd.DataFrame, cutouts: pd.DataFr
         for name in ("cutouts", "fields"):
             conn.execute(t[name].delete().where(t[name].c.survey == survey))
         t0 = time.monotonic()
-        conn.execute(sa.text("SET LOCAL maintenance_work_mem = '256MB'"))
-        # COPY straight into the new partitions (the survey column from their default)
-        for part, parent in ((sources_part, "sources"), (points_part, "source_points")):
-            conn.execute(sa.text(f"CREATE TABLE {part} (LIKE {q}.{parent} INCLUDING DEFAULTS)"))
-            conn.execute(sa.text(f"ALTER TABLE {part} ALTER COLUMN survey SET DEFAULT {bound}"))
-
-        def load_sources() -> float:
-            copy_binary(conn, sources_part, ["source_id", "ra", "dec"], [binary_copy_records({
-                name: sources[name].to_numpy(dtype) for name, dtype in
-                (("source_id", np.int64), ("ra", np.float64), ("dec", np.float64))})])
-            _index_and_attach(conn, sources_part, f"{q}.sources", bound, ["survey", "source_id"])
-            return time.monotonic() - t0
-
-        # The server loads and indexes the sources while this process projects them
-        # into the fields' planes. One connection and one transaction: the thread has
-        # the connection to itself until its result is taken (the pool's exit waits
-        # for it, also when the projection fails).
-        with ThreadPoolExecutor(1) as pool:
-            loading = pool.submit(load_sources)
-            planar = source_points(sources, cutouts)
-            point_chunks = [binary_copy_records({
-                "field": field, "source_id": group["source_id"].to_numpy(np.int64),
-                "position": PlanarPoints(group["x"].to_numpy(np.float64), group["y"].to_numpy(np.float64))})
-                for field, group in planar.groupby("field", sort=False)]
-            t_project = time.monotonic() - t0
-            t_sources = loading.result()
-        t1 = time.monotonic()
-        copy_binary(conn, points_part, ["field", "source_id", "position"], point_chunks)
-        del point_chunks
-        t2 = time.monotonic()
-        _index_and_attach(conn, points_part, f"{q}.source_points", bound, ["survey", "field", "source_id"],
-                          gist="position")
-        log.info("sources: %d rows loaded and indexed in %.1f s, beside their projection into the fields' planes "
-                 "(%.1f s); %d points in the planes in %.1f s, their primary key and GiST index in %.1f s",
-                 len(sources), t_sources, t_project, len(planar), t2 - t1, time.monotonic() - t2)
+        staged = False
+        if stage_token is not None:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _stage_lock(schema, survey)})
+            found = conn.execute(sa.text("SELECT obj_description(to_regclass(:t), 'pg_class')"),
+                                 {"t": names.staged_points}).scalar()
+            staged = found == stage_token and conn.execute(
+                sa.text("SELECT to_regclass(:t) IS NOT NULL"), {"t": names.staged_sources}).scalar()
+            if staged:
+                conn.execute(sa.text(f"ALTER TABLE {names.staged_sources} RENAME TO {names.bare['sources']}"))
+                conn.execute(sa.text(f"ALTER TABLE {names.staged_points} RENAME TO {names.bare['source_points']}"))
+                conn.execute(sa.text(f"COMMENT ON TABLE {points_part} IS NULL"))
+                log.info("sources: the %d rows and their plane points staged beside the cutouts (token %s) "
+                         "become the survey's partitions", len(sources), stage_token)
+            else:
+                log.warning("the staged sources are gone or were replaced (token %s, found %s): loading them here",
+                            stage_token, found)
+        if not staged:
+            _load_sources(conn, names, sources_part, points_part, sources, _planes_of(cutouts))
+        _attach(conn, sources_part, f"{q}.sources", bound)
+        _attach(conn, points_part, f"{q}.source_points", bound)
         conn.execute(sa.text("CREATE TEMP TABLE tmp_cutouts (cutout_id text, field text, split text, wkt text, "
                              "extent_wkt text, plane_wkt text) ON COMMIT DROP"))
         copy_rows(conn, "tmp_cutouts", ["cutout_id", "field", "split", "wkt", "extent_wkt", "plane_wkt"], cutouts)
@@ -387,7 +578,8 @@ def load_and_assign(engine: sa.Engine, sources: pd.DataFrame, cutouts: pd.DataFr
             f"(SELECT p.source_id FROM {points_part} AS p WHERE p.field = c.field "
             "AND ST_Covers(c.plane_footprint, p.position) OFFSET 0) AS p "
             "WHERE c.survey = :survey AND c.owned"), {"survey": survey}).rowcount
-        _index_and_attach(conn, assignments_part, f"{q}.assignments", bound, ["survey", "source_id", "cutout_id"])
+        _build_indexes(conn, assignments_part, bound, ["survey", "source_id", "cutout_id"])
+        _attach(conn, assignments_part, f"{q}.assignments", bound)
         log.info("spatial join: %d (source, cutout) pairs in %.1f s", inserted, time.monotonic() - t0)
         t0 = time.monotonic()
         pairs = copy_query(conn, f"SELECT source_id, cutout_id FROM {assignments_part}",
@@ -422,7 +614,8 @@ def build_index(sources_path: str | Path, manifest_paths: list[str | Path],
                 output: str | Path, summary_path: str | Path, *, survey: str, database_url: str | None,
                 private_dir: str | Path, schema: str = "radiodet", margin_px: float = 2.0,
                 postgres_bin: str | None = None, cutouts_output: str | Path | None = None,
-                centres: dict[str, tuple[float, float] | None] | None = None, allow_empty: bool = False) -> dict:
+                centres: dict[str, tuple[float, float] | None] | None = None, allow_empty: bool = False,
+                stage_path: str | Path | None = None) -> dict:
     """Index a survey; write the assignments, the cutout ownership and a JSON summary.
 
     Parameters
@@ -451,6 +644,10 @@ def build_index(sources_path: str | Path, manifest_paths: list[str | Path],
         When no source falls in any cutout (image and catalogue do not
         overlap) this is an error naming both, unless ``allow_empty``: then
         the outputs are written, empty, with a warning.
+    stage_path : str or Path, optional
+        The marker :func:`stage_sources` wrote: its staged tables become the
+        survey's sources and plane points instead of a load here (the
+        outputs are the same either way).
 
     Returns
     -------
@@ -462,9 +659,17 @@ def build_index(sources_path: str | Path, manifest_paths: list[str | Path],
     sources = read_sources(sources_path, columns=["source_id", "ra", "dec"])
     cutouts, points = _footprints(manifest_paths, margin_px)
     centre_table = field_centres(manifest_paths, centres)
+    stage_token = None
+    if stage_path is not None:
+        marker = json.loads(Path(stage_path).read_text())
+        stage_token = _staged_planes(marker, cutouts, survey=survey, schema=schema, margin_px=margin_px)
+        if marker.get("sources_file") != _file_state(sources_path) or marker.get("rows") != len(sources):
+            log.warning("%s staged another version of %s (%s rows; it now holds %d): loading the sources here",
+                        stage_path, sources_path, marker.get("rows"), len(sources))
+            stage_token = None
     with database(database_url, private_dir=private_dir, postgres_bin=postgres_bin) as engine:
         assigned, ownership = load_and_assign(engine, sources, cutouts, survey=survey, schema=schema, points=points,
-                                              centres=centre_table)
+                                              centres=centre_table, stage_token=stage_token)
     if assigned.empty:
         catalogue = read_parquet_metadata(sources_path).get("source_file", str(sources_path))
         images = ", ".join(sorted(str(read_parquet_metadata(p)["image"]) for p in manifest_paths))

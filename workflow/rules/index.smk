@@ -1,10 +1,34 @@
 # Stage 3: footprints and sources -> PostGIS, one set-based spatial join.
 
 
-rule index:
-    """Load sources and cutout footprints into PostGIS and assign sources to cutouts."""
+rule index_sources:
+    """Stage the sources in PostGIS (loaded, in the fields' planes, indexed) while the cutouts are cut."""
     input:
         sources=rules.ingest.output.sources,
+        images=lambda wildcards: [FIELDS.loc[field, "image"] for field in FIELD_NAMES],
+    output:
+        staged=f"{RESULTS}/index/staged_sources.json",
+    log:
+        f"{RESULTS}/logs/index_sources.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/index_sources.tsv"
+    priority: CRITICAL_PATH
+    conda:
+        "../envs/postgis.yaml"
+    params:
+        survey=SURVEY,
+        images=[(field, FIELDS.loc[field, "image"]) for field in FIELD_NAMES],
+        database=config["database"],
+        margin_px=config["index"]["margin_px"],
+    script:
+        "../scripts/index_sources.py"
+
+
+rule index:
+    """Load cutout footprints into PostGIS, attach the staged sources and assign sources to cutouts."""
+    input:
+        sources=rules.ingest.output.sources,
+        staged=rules.index_sources.output.staged,
         manifests=get_manifests,
     output:
         assignments=f"{RESULTS}/index/assignments.parquet",

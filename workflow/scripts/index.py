@@ -11,4 +11,5 @@ with configure(snakemake.log[0]):
         private_dir=database["private_dir"], schema=database["schema"], margin_px=snakemake.params.margin_px,
         postgres_bin=database.get("postgres_bin"), cutouts_output=snakemake.output.cutouts,
         centres=snakemake.params.centres, allow_empty=snakemake.params.allow_empty,
+        stage_path=snakemake.input.staged,
     )
