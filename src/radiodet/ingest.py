@@ -122,7 +122,8 @@ def ingest(path: str | Path, fmt: str, output: str | Path, *, class_ids: set[int
         if n:
             log.info("skipping %d rows: %s", n, reason)
         keep &= ~mask
-    df = df[keep].reset_index(drop=True)
+    if not keep.all():
+        df = df[keep].reset_index(drop=True)
     report.rows_written = len(df)
     write_parquet(df, output, columns=SOURCE_COLUMNS,
                   metadata={"source_file": str(path), "format": fmt,

@@ -106,7 +106,7 @@ def _sdc1_to_schema(raw: pd.DataFrame) -> pd.DataFrame:
         "size_class": size_class.astype(np.int8),
         "class_id": raw["class"].round().astype(np.int16),
         "local_rms": np.full(len(raw), np.nan),
-    })
+    }, copy=False)  # no consolidated copy of 5 M rows (with_original_columns makes the frame)
     return with_original_columns(out, raw)
 
 
