@@ -172,9 +172,12 @@ def test_unreachable_database_fails_the_job_with_a_clear_error(scratch_copy, tmp
                                        "--configfile", str(scratch_copy / "config" / "down.yaml")],
                           capture_output=True, text=True, timeout=600, env=ENV)
     assert done.returncode != 0
-    log = (scratch_copy / "results" / "sdc1-demo" / "logs" / "index.log").read_text()
+    # the first job that needs the database (staging the sources) says why it failed, and leaves nothing
+    results = scratch_copy / "results" / "sdc1-demo"
+    log = (results / "logs" / "index_sources.log").read_text()
     assert "cannot connect to the database" in log
-    assert not (scratch_copy / "results" / "sdc1-demo" / "index" / "assignments.parquet").exists()
+    assert not (results / "index" / "staged_sources.json").exists()
+    assert not (results / "index" / "assignments.parquet").exists()
 
 
 def _postgis_answers(url: str) -> bool:

@@ -160,12 +160,17 @@ def _lon(ra: np.ndarray) -> np.ndarray:
     return wrap_ra_difference(ra)
 
 
-def _wkt_polygon(ra: np.ndarray, dec: np.ndarray) -> str:
-    return "POLYGON((" + ", ".join(f"{lo:.10f} {la:.10f}" for lo, la in zip(_lon(ra), dec)) + "))"
+def _wkt_polygons(x: np.ndarray, y: np.ndarray, number: str) -> list[str]:
+    """WKT of the polygons with vertices (x[i], y[i]) (2-D arrays, one row per polygon).
 
-
-def _plane_polygon(x: np.ndarray, y: np.ndarray) -> str:
-    return "POLYGON((" + ", ".join(f"{a!r} {b!r}" for a, b in zip(x.tolist(), y.tolist())) + "))"
+    ``number``: the %-format of a coordinate (``%.10f`` for degrees, ``%r``
+    for the plane's exact float64); one format call per polygon.
+    """
+    if not len(x):
+        return []
+    template = "POLYGON((" + ", ".join([f"{number} {number}"] * x.shape[1]) + "))"
+    vertices = np.stack([np.asarray(x, float), np.asarray(y, float)], axis=2).reshape(len(x), -1).tolist()
+    return [template % tuple(row) for row in vertices]
 
 
 def _separation_deg(ra0: float, dec0: float, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
@@ -202,7 +207,7 @@ def _footprints(manifest_paths: list[Path], margin_px: float) -> tuple[pd.DataFr
     shifted by k x :data:`PLANE_STRIDE_ARCSEC` along x; its radius is the
     farthest grown footprint vertex from the centre.
     """
-    rows, points = [], []
+    frames, points = [], []
     for k, path in enumerate(manifest_paths):
         manifest = pd.read_parquet(path)
         wcs = field_wcs(path)
@@ -214,10 +219,14 @@ def _footprints(manifest_paths: list[Path], margin_px: float) -> tuple[pd.DataFr
         east, north = local_offsets(ra0, dec0, *grown)
         radius = float(_separation_deg(ra0, dec0, grown[0].ravel(), grown[1].ravel()).max()) if len(x0) else 0.0
         _check_radius(path, radius)
-        for i, row in enumerate(manifest.itertuples()):
-            rows.append([row.cutout_id, row.field, row.split, _wkt_polygon(grown[0][i], grown[1][i]),
-                         _wkt_polygon(exact[0][i], exact[1][i]), _plane_polygon(east[i] + shift, north[i]),
-                         ra0, dec0, shift, radius])
+        if manifest.empty:
+            continue
+        frame = manifest[["cutout_id", "field", "split"]].copy()
+        frame["wkt"] = _wkt_polygons(_lon(grown[0]), grown[1], "%.10f")
+        frame["extent_wkt"] = _wkt_polygons(_lon(exact[0]), exact[1], "%.10f")
+        frame["plane_wkt"] = _wkt_polygons(east + shift, north, "%r")
+        frame[PLANE_COLUMNS] = [ra0, dec0, shift, radius]
+        frames.append(frame)
         # ownership test points: corners (just inside the outer pixel edges) and centre
         xs = np.column_stack([x0 - 0.49, x1 - 0.51, x1 - 0.51, x0 - 0.49, (x0 + x1 - 1) / 2])
         ys = np.column_stack([y0 - 0.49, y0 - 0.49, y1 - 0.51, y1 - 0.51, (y0 + y1 - 1) / 2])
@@ -226,8 +235,8 @@ def _footprints(manifest_paths: list[Path], margin_px: float) -> tuple[pd.DataFr
                                     "field": np.repeat(manifest["field"].to_numpy(), 5),
                                     "lon": _lon(ra), "lat": np.asarray(dec, float)}))
     point_columns = ["cutout_id", "field", "lon", "lat"]
-    return (pd.DataFrame(rows, columns=["cutout_id", "field", "split", "wkt", "extent_wkt", "plane_wkt",
-                                        *PLANE_COLUMNS]),
+    columns = ["cutout_id", "field", "split", "wkt", "extent_wkt", "plane_wkt", *PLANE_COLUMNS]
+    return (pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns),
             pd.concat(points, ignore_index=True) if points else pd.DataFrame(columns=point_columns))
 
 
@@ -604,9 +613,10 @@ def _with_fields_sorted(pairs: pd.DataFrame, cutouts: pd.DataFrame) -> pd.DataFr
     codes = pd.Categorical(pairs["cutout_id"], categories=ids).codes
     if (codes < 0).any():
         raise ValueError("assignments name cutouts the cutouts table does not hold")
-    order = np.lexsort((pairs["source_id"].to_numpy(np.int64), codes))
+    source_ids = pairs["source_id"].to_numpy(np.int64)
+    order = np.lexsort((source_ids, codes))
     codes = codes[order]
-    return pd.DataFrame({"source_id": pairs["source_id"].to_numpy(np.int64)[order], "cutout_id": ids[codes],
+    return pd.DataFrame({"source_id": source_ids[order], "cutout_id": ids[codes],
                          "field": cutouts["field"].to_numpy(object)[codes]})
 
 
@@ -682,11 +692,12 @@ def build_index(sources_path: str | Path, manifest_paths: list[str | Path],
                   metadata={"survey": survey, "margin_px": margin_px, "sources": str(sources_path)})
     if cutouts_output is not None:
         write_parquet(ownership, cutouts_output, columns=OWNERSHIP_COLUMNS, metadata={"survey": survey})
+    in_a_cutout = len(pd.unique(assigned["source_id"].to_numpy()))
     summary = {
         "survey": survey, "sources": int(len(sources)), "cutouts": int(len(cutouts)),
         "cutouts_owned": int(ownership["owned"].sum()),
-        "pairs": int(len(assigned)), "sources_in_a_cutout": int(assigned["source_id"].nunique()),
-        "sources_in_no_cutout": int(len(sources) - assigned["source_id"].nunique()),
+        "pairs": int(len(assigned)), "sources_in_a_cutout": in_a_cutout,
+        "sources_in_no_cutout": int(len(sources) - in_a_cutout),
         "margin_px": margin_px,
     }
     write_json(summary_path, summary)
