@@ -135,9 +135,16 @@ def generate(directory: Path, scale: Fraction, *, seed: int = 7) -> dict:
 
 
 def disk_speed(path: Path, nbytes: int, chunk: int = 64 << 20) -> dict:
-    """Sequential write, read and copy of ``nbytes`` next to ``path``, in MB/s."""
+    """Sequential write, read and copy of ``nbytes`` next to ``path``, in MB/s.
+
+    Each measurement starts on a quiet disk (``os.sync`` first: the writes of
+    an earlier scale's run still going out made the copy up to 3 x slower,
+    and the multiples of it that much smaller), and the copy goes to a new
+    file, as copying the image somewhere would.
+    """
     scratch = path.parent / ".disk-speed.tmp"
     block = os.urandom(chunk)
+    os.sync()
     started = time.monotonic()
     with open(scratch, "wb") as handle:
         for _ in range(max(1, nbytes // chunk)):
@@ -150,6 +157,8 @@ def disk_speed(path: Path, nbytes: int, chunk: int = 64 << 20) -> dict:
         while handle.read(chunk):
             pass
     read_s = time.monotonic() - started
+    scratch.unlink()
+    os.sync()
     started = time.monotonic()
     shutil.copyfile(path, scratch)
     with open(scratch, "rb+") as handle:
