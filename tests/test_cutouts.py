@@ -292,3 +292,32 @@ def test_views_refuse_an_image_that_is_not_the_one_cut(tmp_path):
     with pytest.raises(InputError, match="re-run the cutouts"):
         write_views(tmp_path / "manifest.parquet", tmp_path / "sample.npy", tmp_path / "views", ViewConfig())
     assert not (tmp_path / "views").exists()
+
+
+def test_views_of_a_cube_need_the_plane_its_manifest_records(tmp_path):
+    """A manifest written before the plane was recorded: fine for a 2-D image, an error for a cube."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from radiodet.errors import InputError
+
+    def drop_plane(manifest):
+        table = pq.read_table(manifest)
+        stamp = json.loads(table.schema.metadata[b"radiodet"])
+        stamp.pop("plane")
+        pq.write_table(table.replace_schema_metadata({**table.schema.metadata, b"radiodet": json.dumps(stamp)}),
+                       manifest)
+
+    flat = write_image(tmp_path / "flat.fits", gaussian_image(100, 100, [], noise=1.0), sky_header(100, 100))
+    (tmp_path / "a").mkdir()
+    _cut(tmp_path / "a", flat, config=CutoutConfig(size=50))
+    drop_plane(tmp_path / "a" / "manifest.parquet")
+    assert write_views(tmp_path / "a" / "manifest.parquet", tmp_path / "a" / "sample.npy", tmp_path / "a" / "views",
+                       ViewConfig()) == 4
+    (tmp_path / "b").mkdir()
+    _cut(tmp_path / "b", SDC1_IMAGE, regions=REGIONS)
+    drop_plane(tmp_path / "b" / "manifest.parquet")
+    with pytest.raises(InputError, match="does not record which plane"):
+        write_views(tmp_path / "b" / "manifest.parquet", tmp_path / "b" / "sample.npy", tmp_path / "b" / "views",
+                    ViewConfig())
