@@ -208,7 +208,11 @@ def test_make_bench_runs_from_a_fresh_checkout_with_a_relative_workdir():
             assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         report = json.loads((workdir / "benchmarks" / "bench.json").read_text())
         run = report["scales"]["1/4096"]["run"]
-        assert run["cutouts"] >= 4 and run["annotations"] > 100 and set(run["stages"]) >= {"cutouts", "index", "coco"}
+        assert run["cutouts"] >= 4 and run["annotations"] > 100
+        assert set(run["stages"]) >= {"index_sources", "cutouts", "index", "coco"}
+        # a tiny image copies in under a millisecond: the multiples of the copy stay finite
+        multiples = report["scales"]["1/4096"]["multiples_of_copy"]
+        assert multiples["whole_run"] > 0 and all(np.isfinite(v) for v in multiples.values()), multiples
         # three parts and their gathering; a stage's wall time spans its jobs, never more than their sum
         for stage in ("cutouts", "views"):
             timing = run["stages"][stage]

@@ -167,7 +167,15 @@ def disk_speed(path: Path, nbytes: int, chunk: int = 64 << 20) -> dict:
     scratch.unlink()
     mb = nbytes / 1e6
     return {"bytes": nbytes, "write_MBps": round(mb / write_s, 1), "read_MBps": round(mb / read_s, 1),
-            "copy_seconds": round(copy_s, 2), "copy_MBps": round(path.stat().st_size / 1e6 / copy_s, 1)}
+            "copy_seconds": round(copy_s, 3), "copy_MBps": round(path.stat().st_size / 1e6 / max(copy_s, 1e-6), 1)}
+
+
+#: a copy faster than this (a tiny test image) is taken as this long, so the multiples stay finite
+MIN_COPY_SECONDS = 1e-3
+
+
+def _copy_seconds(disk: dict) -> float:
+    return max(float(disk["copy_seconds"]), MIN_COPY_SECONDS)
 
 
 def _config(directory: Path, info: dict, survey: str, max_per_job: int | None) -> Path:
@@ -344,7 +352,7 @@ def _print_scale(scale, info, disk, run, image_bytes) -> None:
           f"{run['cutouts']:,} cutouts, {run['annotations']:,} annotations")
     print(f"disk: write {disk['write_MBps']} MB/s, read {disk['read_MBps']} MB/s, copy of the image "
           f"{disk['copy_seconds']} s ({disk['copy_MBps']} MB/s)")
-    copy = disk["copy_seconds"]
+    copy = _copy_seconds(disk)
     print(f"{'stage':<13} {'wall s':>8} {'x copy':>7} {'peak RSS MB':>12} {'jobs':>5}  throughput")
     for stage in STAGES:
         s = run["stages"][stage]
@@ -390,7 +398,7 @@ MIN_PARTS = 8
 
 def multiples_of_copy(entry: dict) -> dict:
     """Each stage's wall time and the whole run's, over the image copy time of the same run."""
-    copy = entry["disk"]["copy_seconds"]
+    copy = _copy_seconds(entry["disk"])
     out = {stage: round(s["seconds"] / copy, 2) for stage, s in entry["run"]["stages"].items()}
     out["whole_run"] = round(entry["run"]["total_seconds"] / copy, 2)
     return out
