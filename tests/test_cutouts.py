@@ -217,18 +217,24 @@ def test_views_written_by_several_processes_equal_one_process_byte_for_byte(tmp_
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
 
 
-def test_band_reads_match_the_memory_map_for_every_plane_of_a_cube(tmp_path):
-    from radiodet.images import open_image
-
-    cube = np.random.default_rng(4).normal(size=(1, 3, 40, 50)).astype(np.float32)
-    header = sky_header(50, 40, four_d=True)
-    header["NAXIS3"] = 3
-    path = tmp_path / "cube.fits"
+def _write_cube(path, cube):
+    """A 4-D FITS cube (1, planes, ny, nx) with the 4-D SDC1-like sky header."""
+    planes, ny, nx = cube.shape[1:]
+    header = sky_header(nx, ny, four_d=True)
+    header["NAXIS3"] = planes
     hdu = fits.PrimaryHDU(data=cube)
     for key, value in header.items():
         if not key.startswith("NAXIS") and key not in ("SIMPLE", "BITPIX"):
             hdu.header[key] = value
     hdu.writeto(path)
+    return path
+
+
+def test_band_reads_match_the_memory_map_for_every_plane_of_a_cube(tmp_path):
+    from radiodet.images import open_image
+
+    cube = np.random.default_rng(4).normal(size=(1, 3, 40, 50)).astype(np.float32)
+    path = _write_cube(tmp_path / "cube.fits", cube)
     for plane in range(3):
         with open_image(path, plane=(0, plane)) as image:
             np.testing.assert_array_equal(image.read(5, 30, 7, 44), cube[0, plane, 5:30, 7:44])
@@ -259,14 +265,7 @@ def test_views_hold_the_cutout_fits_pixels_as_np_save_writes_them(tmp_path):
 def test_views_read_the_plane_the_manifest_records(tmp_path):
     cube = np.random.default_rng(8).normal(size=(1, 3, 60, 80)).astype(np.float32)
     cube[0, 2] += 100.0  # plane 2 differs from plane 0 everywhere
-    header = sky_header(80, 60, four_d=True)
-    header["NAXIS3"] = 3
-    path = tmp_path / "cube.fits"
-    hdu = fits.PrimaryHDU(data=cube)
-    for key, value in header.items():
-        if not key.startswith("NAXIS") and key not in ("SIMPLE", "BITPIX"):
-            hdu.header[key] = value
-    hdu.writeto(path)
+    path = _write_cube(tmp_path / "cube.fits", cube)
     manifest = _cut(tmp_path, path, config=CutoutConfig(size=40), plane=(0, 2))
     assert read_parquet_metadata(tmp_path / "manifest.parquet")["plane"] == [0, 2]
     config = ViewConfig(interval="minmax", stretch="linear")
