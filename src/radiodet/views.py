@@ -189,17 +189,15 @@ def _parent_image(manifest_path: Path, image_path: str | Path | None) -> tuple[P
     path = Path(image_path) if image_path is not None else recorded
     if path.resolve() != recorded.resolve():
         raise InputError(manifest_path, f"its cutouts were cut from {recorded}, not from {path}: re-run the cutouts")
-    plane = metadata.get("plane")
-    if plane is None:  # a manifest written before the plane was recorded
-        with open_image(path) as image:
-            if image.plane:
-                raise InputError(manifest_path, f"it does not record which plane of the cube {path} was cut "
-                                                "(written by an earlier version): re-run the cutouts")
-    with open_image(path, plane=None if plane is None else tuple(plane)) as image:
+    plane = None if metadata.get("plane") is None else tuple(metadata["plane"])
+    with open_image(path, plane=plane) as image:
+        if plane is None and image.plane:  # a manifest written before the plane was recorded
+            raise InputError(manifest_path, f"it does not record which plane of the cube {path} was cut "
+                                            "(written by an earlier version): re-run the cutouts")
         if list(image.shape) != [int(n) for n in metadata["shape"]]:
             raise InputError(manifest_path, f"its image was {metadata['shape'][1]} x {metadata['shape'][0]} px, "
                                             f"{path} is {image.shape[1]} x {image.shape[0]}: re-run the cutouts")
-    return path, None if plane is None else tuple(plane)
+    return path, plane
 
 
 def write_views(manifest_path: str | Path, sample_path: str | Path, out_dir: str | Path,
@@ -251,10 +249,13 @@ def write_views(manifest_path: str | Path, sample_path: str | Path, out_dir: str
              vmin, vmax, sample.size, config.stretch)
     progress = Progress("views", len(manifest), unit="cutouts")
     chunks: list[list[Band]] = [[]]
+    in_chunk = 0
     for band in _bands(manifest):
-        if sum(len(cutouts) for _, _, cutouts in chunks[-1]) >= _CHUNK:
+        if in_chunk >= _CHUNK:
             chunks.append([])
+            in_chunk = 0
         chunks[-1].append(band)
+        in_chunk += len(band[2])
     workers = max(1, min(int(workers), len(chunks)))
     with atomic_directory(out_dir) as tmp_dir:
         if workers == 1:
