@@ -459,25 +459,31 @@ def _file_state(path: str | Path) -> list[int]:
     return [stat.st_size, stat.st_mtime_ns]
 
 
-def _staged_planes(marker: dict, cutouts: pd.DataFrame, *, survey: str, schema: str, margin_px: float
-                   ) -> str | None:
-    """The stage's token when its planes are the cutouts' (same fields in order, tangent points, shifts,
-    a radius that holds every footprint) and it was made for this survey, schema and margin; else None."""
+def _fitting_stage(marker: dict, cutouts: pd.DataFrame, sources_path: str | Path, n_sources: int, *,
+                   survey: str, schema: str, margin_px: float) -> str | None:
+    """The stage's token when it fits this index job, else None (with a warning naming why).
+
+    It fits when it was made for this survey, schema and margin, from this
+    version of the catalogue, in the cutouts' planes (the same fields in
+    order, tangent points and shifts, a radius that holds every footprint).
+    """
     ours = _planes_of(cutouts)
-    staged = pd.DataFrame(marker.get("planes", [])).set_index("field") if marker.get("planes") else None
-    problems = []
+    staged = pd.DataFrame(marker["planes"]).set_index("field") if marker.get("planes") else None
+    problem = None
     if (marker.get("survey"), marker.get("schema"), marker.get("margin_px")) != (survey, schema, margin_px):
-        problems.append(f"staged for survey {marker.get('survey')!r}, schema {marker.get('schema')!r}, margin "
-                        f"{marker.get('margin_px')} px")
+        problem = (f"staged for survey {marker.get('survey')!r}, schema {marker.get('schema')!r}, margin "
+                   f"{marker.get('margin_px')} px")
+    elif marker.get("sources_file") != _file_state(sources_path) or marker.get("rows") != n_sources:
+        problem = f"staged another version of {sources_path} ({marker.get('rows')} rows; it now holds {n_sources})"
     elif staged is None or list(staged.index) != list(ours.index):
-        problems.append("staged for other fields")
+        problem = "staged for other fields"
     elif not all((staged[c].to_numpy() == ours[c].to_numpy()).all() for c in ("plane_ra", "plane_dec", "plane_shift")):
-        problems.append("staged in other planes (the images changed?)")
+        problem = "staged in other planes (the images changed?)"
     elif (ours["plane_radius"].to_numpy() > staged["plane_radius"].to_numpy()).any():
-        problems.append("a footprint lies beyond the staged radius")
-    if problems:
+        problem = "a footprint lies beyond the staged radius"
+    if problem:
         log.warning("the staged sources do not fit these cutouts (%s): the index job loads the sources itself",
-                    problems[0])
+                    problem)
         return None
     return marker["token"]
 
@@ -671,12 +677,8 @@ def build_index(sources_path: str | Path, manifest_paths: list[str | Path],
     centre_table = field_centres(manifest_paths, centres)
     stage_token = None
     if stage_path is not None:
-        marker = json.loads(Path(stage_path).read_text())
-        stage_token = _staged_planes(marker, cutouts, survey=survey, schema=schema, margin_px=margin_px)
-        if marker.get("sources_file") != _file_state(sources_path) or marker.get("rows") != len(sources):
-            log.warning("%s staged another version of %s (%s rows; it now holds %d): loading the sources here",
-                        stage_path, sources_path, marker.get("rows"), len(sources))
-            stage_token = None
+        stage_token = _fitting_stage(json.loads(Path(stage_path).read_text()), cutouts, sources_path, len(sources),
+                                     survey=survey, schema=schema, margin_px=margin_px)
     with database(database_url, private_dir=private_dir, postgres_bin=postgres_bin) as engine:
         assigned, ownership = load_and_assign(engine, sources, cutouts, survey=survey, schema=schema, points=points,
                                               centres=centre_table, stage_token=stage_token)
