@@ -46,7 +46,7 @@ from .geometry import (
     sky_to_pixel_covariance,
 )
 from .manifest import field_beam, field_wcs
-from .schema import key_index, read_pairs, read_sources, rows_of_field, write_parquet
+from .schema import field_pairs, key_index, read_pairs, read_sources, write_parquet
 
 __all__ = ["BOX_COLUMNS", "n_sigma_for", "pixel_ellipses", "clip_boxes", "make_boxes"]
 
@@ -164,24 +164,20 @@ def make_boxes(filtered_path: str | Path, sources_path: str | Path, manifest_pat
     for field, manifest_path in manifest_paths.items():
         manifest = pd.read_parquet(manifest_path, columns=["cutout_id", *manifest_columns])
         wcs = field_wcs(manifest_path)
-        rows = rows_of_field(pairs, field)
+        joined = field_pairs(pairs, field, source_rows, manifest["cutout_id"], manifest_path=manifest_path)
+        rows = joined.rows
         if not len(rows):
             continue
-        source_id = pairs["source_id"].to_numpy(np.int64)[rows]
-        cutout_code = pairs["cutout_id"].cat.codes.to_numpy()[rows]
-        cutout_ids = pairs["cutout_id"].cat.categories.to_numpy(object)
-        of_source = source_rows.get_indexer(source_id)
-        of_cutout = key_index(manifest["cutout_id"], path=manifest_path,
-                              column="cutout_id").get_indexer(cutout_ids)[cutout_code]
-        for rows_in, table, path in ((of_source, "sources", sources_path), (of_cutout, "cutouts", manifest_path)):
+        for rows_in, table, path in ((joined.of_source, "sources", sources_path),
+                                     (joined.of_cutout, "cutouts", manifest_path)):
             if (rows_in < 0).any():
                 raise InputError(path, f"{int((rows_in < 0).sum())} kept pairs of {filtered_path} name {table} "
                                        "this file lacks (stale inputs: rerun the index and filter stages)")
         sub = pd.DataFrame({
-            "source_id": source_id, "cutout_id": cutout_ids[cutout_code], "field": np.full(len(rows), field, object),
+            "source_id": joined.source_id, "cutout_id": joined.cutout_id, "field": np.full(len(rows), field, object),
             **{name: pairs[name].to_numpy()[rows] for name in ("snr", "rms", "pb")},
-            **{name: sources[name].to_numpy()[of_source] for name in source_columns},
-            **{name: manifest[name].to_numpy()[of_cutout] for name in manifest_columns}})
+            **{name: sources[name].to_numpy()[joined.of_source] for name in source_columns},
+            **{name: manifest[name].to_numpy()[joined.of_cutout] for name in manifest_columns}})
         x, y, cov, own = pixel_ellipses(wcs, sub["ra"], sub["dec"], sub["major_fwhm"], sub["minor_fwhm"],
                                         sub["pa"], field_beam(manifest_path), intrinsic=True)
         sub["x"] = x - sub["x0"].to_numpy()

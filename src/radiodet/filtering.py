@@ -36,7 +36,7 @@ from .errors import ConfigError
 from .geometry import covariance_from_ellipse, peak_to_integrated
 from .images import sample_image
 from .manifest import field_beam
-from .schema import key_index, read_pairs, read_sources, rows_of_field, take_or_nan, write_parquet
+from .schema import field_pairs, key_index, read_pairs, read_sources, take_or_nan, write_parquet
 
 __all__ = ["FILTER_COLUMNS", "filter_sources"]
 
@@ -93,24 +93,17 @@ def filter_sources(assignments_path: str | Path, sources_path: str | Path, manif
     source_columns = ["ra", "dec", "flux", "peak_flux", "major_fwhm", "minor_fwhm", "pa", "local_rms"]
     sources = read_sources(sources_path, columns=["source_id", *source_columns])
     source_rows = key_index(sources["source_id"], path=sources_path, column="source_id")
-    cutout_ids = pairs["cutout_id"].cat
     frames = []
     noise_used: dict[str, str] = {}
     for field, manifest_path in manifest_paths.items():
         manifest = pd.read_parquet(manifest_path, columns=["cutout_id", "rms_mad"])
-        rows = rows_of_field(pairs, field)
         # left joins, row order kept: a source or cutout the tables lack gets NaN
-        source_id = pairs["source_id"].to_numpy(np.int64)[rows]
-        of_source = source_rows.get_indexer(source_id)
-        cutout_code = cutout_ids.codes.to_numpy()[rows]
-        of_cutout = key_index(manifest["cutout_id"], path=manifest_path,
-                              column="cutout_id").get_indexer(cutout_ids.categories)[cutout_code]
-        sub = pd.DataFrame({"source_id": source_id,
-                            "cutout_id": cutout_ids.categories.to_numpy(object)[cutout_code],
-                            "field": np.full(len(rows), field, dtype=object)})
+        joined = field_pairs(pairs, field, source_rows, manifest["cutout_id"], manifest_path=manifest_path)
+        sub = pd.DataFrame({"source_id": joined.source_id, "cutout_id": joined.cutout_id,
+                            "field": np.full(len(joined.rows), field, dtype=object)})
         for name in source_columns:
-            sub[name] = take_or_nan(sources[name], of_source)
-        sub["rms_mad"] = take_or_nan(manifest["rms_mad"], of_cutout)
+            sub[name] = take_or_nan(sources[name], joined.of_source)
+        sub["rms_mad"] = take_or_nan(manifest["rms_mad"], joined.of_cutout)
         rms_map = (rms_maps or {}).get(field)
         source = noise
         if noise == "auto":

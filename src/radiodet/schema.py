@@ -39,6 +39,7 @@ local_rms             float64  Jy/beam   catalogued local noise (PyBDSF
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,7 @@ from .atomic import atomic_path
 from .errors import InputError
 
 __all__ = ["SOURCE_COLUMNS", "write_parquet", "read_units", "read_parquet_metadata",
-           "read_sources", "read_pairs", "key_index", "rows_of_field", "take_or_nan"]
+           "read_sources", "read_pairs", "key_index", "rows_of_field", "FieldPairs", "field_pairs", "take_or_nan"]
 
 #: name -> (arrow type, unit, description), in file order.
 SOURCE_COLUMNS: dict[str, tuple[pa.DataType, str, str]] = {
@@ -166,6 +167,30 @@ def rows_of_field(pairs: pd.DataFrame, field: str) -> np.ndarray:
     if code < 0:
         return np.empty(0, dtype=np.int64)
     return np.flatnonzero(pairs["field"].cat.codes.to_numpy() == code)
+
+
+@dataclass(frozen=True)
+class FieldPairs:
+    """One field's pairs with the rows of their source and cutout (-1: the table lacks it), in pair-table order."""
+
+    rows: np.ndarray        #: rows of the pair table
+    source_id: np.ndarray   #: int64
+    cutout_id: np.ndarray   #: object (str)
+    of_source: np.ndarray   #: row in the sources table
+    of_cutout: np.ndarray   #: row in the field's manifest
+
+
+def field_pairs(pairs: pd.DataFrame, field: str, source_rows: pd.Index, manifest_ids, *,
+                manifest_path: str | Path) -> FieldPairs:
+    """``field``'s pairs (:func:`read_pairs`) looked up in the sources (``source_rows``, :func:`key_index`)
+    and in the field's manifest (its ``cutout_id`` column ``manifest_ids``, from ``manifest_path``)."""
+    rows = rows_of_field(pairs, field)
+    codes = pairs["cutout_id"].cat.codes.to_numpy()[rows]
+    categories = pairs["cutout_id"].cat.categories
+    source_id = pairs["source_id"].to_numpy(np.int64)[rows]
+    of_cutout = key_index(manifest_ids, path=manifest_path, column="cutout_id").get_indexer(categories)[codes]
+    return FieldPairs(rows=rows, source_id=source_id, cutout_id=categories.to_numpy(object)[codes],
+                      of_source=source_rows.get_indexer(source_id), of_cutout=of_cutout)
 
 
 def take_or_nan(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
