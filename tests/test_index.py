@@ -17,7 +17,9 @@ from radiodet.db import (
     binary_copy_records,
     connection_url,
     copy_binary,
+    copy_rows,
     engine_for,
+    hex_ewkb_polygons,
     validate_identifier,
 )
 from radiodet.errors import ConfigError
@@ -322,6 +324,35 @@ def test_binary_copy_round_trips_every_value_exactly(engine):
         binary_copy_records({"ra": ra.astype(np.float32)})
     with pytest.raises(ValueError, match="column ra has 2 rows, the others 5"):
         binary_copy_records({"source_id": ids, "ra": ra[:2]})
+
+
+def test_hex_ewkb_polygons_reach_postgis_bit_for_bit(engine):
+    """Footprints as hex EWKB: geography (SRID 4326, across RA 0) and planar polygons keep every float64 bit."""
+    lon = np.array([[-0.0001, 0.00012345678901234567, 0.0002, -0.0001],
+                    [179.99999999999997, -180.0, -179.9, 179.99999999999997]])
+    lat = np.array([[-30.0, -30.0, -29.999, -30.0], [89.99, 89.99, 89.999999999, 89.99]])
+    x, y = lon * 3.6e3 + 1.0e6, lat * 3.6e3
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS postgis"))
+        conn.execute(sa.text("CREATE TEMP TABLE t_shapes (k int, sky geography(POLYGON, 4326), "
+                             "plane geometry(POLYGON, 0)) ON COMMIT DROP"))
+        copy_rows(conn, "t_shapes", ["k", "sky", "plane"], pd.DataFrame(
+            {"k": [0, 1], "sky": hex_ewkb_polygons(lon, lat, srid=4326), "plane": hex_ewkb_polygons(x, y)}))
+        rows = conn.execute(sa.text(
+            "SELECT k, ST_SRID(sky), ST_SRID(plane), ST_NPoints(sky::geometry), "
+            "ARRAY(SELECT ST_X(d.geom) FROM ST_DumpPoints(sky::geometry) AS d), "
+            "ARRAY(SELECT ST_Y(d.geom) FROM ST_DumpPoints(sky::geometry) AS d), "
+            "ARRAY(SELECT ST_X(d.geom) FROM ST_DumpPoints(plane) AS d), "
+            "ARRAY(SELECT ST_Y(d.geom) FROM ST_DumpPoints(plane) AS d), "
+            "ST_Covers(sky, ST_SetSRID(ST_MakePoint(0.0001, -29.9999), 4326)::geography) "
+            "FROM t_shapes ORDER BY k")).fetchall()
+    for k, row in enumerate(rows):
+        assert row[1:4] == (4326, 0, 4)
+        for got, want in zip(row[4:8], (lon[k], lat[k], x[k], y[k])):
+            assert np.array_equal(np.array(got).view(np.int64), want.view(np.int64))  # bit for bit
+    assert rows[0][8] and not rows[1][8]  # the first polygon straddles RA 0 (a sliver, not the long way round)
+    with pytest.raises(ValueError, match="one 2-D shape"):
+        hex_ewkb_polygons(lon, lat[:, :3])
 
 
 def test_connection_rules():

@@ -128,3 +128,40 @@ def test_parts_given_out_of_order_are_refused(tmp_path):
         gather_cutouts([d / "manifest.parquet" for d in part_dirs[::-1]], [d / "sample.npy" for d in part_dirs],
                        tmp_path / "out" / "fits", tmp_path / "out" / "manifest.parquet", tmp_path / "out" / "s.npy")
     assert not (tmp_path / "out" / "fits").exists()
+
+
+def test_gathered_files_are_hard_links_and_copies_where_links_fail(tmp_path, monkeypatch):
+    """link_files: missing directories made, an existing destination refused, copies once a link fails."""
+    import errno
+    import os
+
+    from radiodet import atomic
+
+    sources = []
+    for k in range(3):
+        path = tmp_path / "src" / f"{k}.bin"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(bytes([k]) * 100)
+        sources.append(path)
+    linked = [tmp_path / "out" / "a" / f"{k}.bin" for k in range(3)]
+    assert atomic.link_files(zip(sources, linked)) == 3
+    assert all(d.stat().st_ino == s.stat().st_ino for s, d in zip(sources, linked))
+    with pytest.raises(FileExistsError):
+        atomic.link_files([(sources[0], linked[0])])
+    with pytest.raises(FileNotFoundError):
+        atomic.link_files([(tmp_path / "src" / "missing.bin", tmp_path / "out" / "missing.bin")])
+
+    calls = []
+
+    def no_links(source, destination):
+        calls.append(source)
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+
+    monkeypatch.setattr(atomic.os, "link", no_links)
+    copied = [tmp_path / "out" / "b" / f"{k}.bin" for k in range(3)]
+    assert atomic.link_files(zip(sources, copied)) == 3
+    assert len(calls) == 1  # one failed link, then copies
+    assert [d.read_bytes() for d in copied] == [s.read_bytes() for s in sources]
+    assert all(d.stat().st_ino != s.stat().st_ino for s, d in zip(sources, copied))
+    with pytest.raises(FileExistsError):
+        atomic.link_files([(sources[0], copied[0])])

@@ -19,11 +19,12 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from .errors import NoSpaceError
 
-__all__ = ["atomic_path", "atomic_directory", "write_json", "write_text", "link_or_copy", "remove_stale_temporaries"]
+__all__ = ["atomic_path", "atomic_directory", "write_json", "write_text", "link_files", "link_or_copy",
+           "remove_stale_temporaries"]
 
 
 #: what a full file system (or a used-up quota) looks like, as an errno or in the
@@ -140,13 +141,42 @@ def write_json(path: str | os.PathLike, obj, *, indent: int | None = 2) -> None:
     write_text(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
 
 
-def link_or_copy(source: str | os.PathLike, destination: str | os.PathLike) -> None:
-    """Hard-link ``source`` to ``destination`` (same bytes, no extra space); copy where links fail."""
-    destination = Path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
+def _hard_link(source: str | os.PathLike, destination: str | os.PathLike) -> bool:
+    """``os.link``; False where the file system gives no hard link (a missing or existing file raises)."""
     try:
         os.link(source, destination)
-    except FileExistsError:
+    except (FileExistsError, FileNotFoundError):
         raise
-    except OSError:  # no hard links here (another file system, or none supported)
-        shutil.copy2(source, destination)
+    except OSError:  # another file system, or none with hard links
+        return False
+    return True
+
+
+def link_files(pairs: Iterable[tuple[str | os.PathLike, str | os.PathLike]]) -> int:
+    """Hard-link each (source, destination) pair (same bytes, no extra space); copy where links fail.
+
+    A missing destination directory is made; an existing destination is an
+    error (``FileExistsError``). Once a link fails (another file system, or
+    none with hard links) the rest are copied. Returns the number of files.
+    Plain ``os.link`` calls: a gather links tens of thousands of files.
+    """
+    n, linking = 0, True
+    for source, destination in pairs:
+        if linking:
+            try:
+                linking = _hard_link(source, destination)
+            except FileNotFoundError:
+                os.makedirs(os.path.dirname(destination) or ".", exist_ok=True)
+                linking = _hard_link(source, destination)
+        if not linking:
+            os.makedirs(os.path.dirname(destination) or ".", exist_ok=True)
+            if os.path.lexists(destination):
+                raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(destination))
+            shutil.copy2(source, destination)
+        n += 1
+    return n
+
+
+def link_or_copy(source: str | os.PathLike, destination: str | os.PathLike) -> None:
+    """Hard-link ``source`` to ``destination`` (same bytes, no extra space); copy where links fail."""
+    link_files([(source, destination)])

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from .atomic import atomic_directory, link_or_copy, write_json, write_text
+from .atomic import atomic_directory, link_files, write_json, write_text
 from .manifest import read_manifests
 from .tiling import SPLITS
 from .workers import CAN_FORK, forked_pool
@@ -315,8 +315,8 @@ def write_coco(boxes_path: str | Path, manifest_paths: dict[str, str | Path], vi
                 split, manifests, boxes, classes, n_sigma=n_sigma, fits_prefix=fits_prefix,
                 npy_prefix=npy_prefix if npy_prefix and len(npy_prefix) == len(views_dirs) else None,
                 survey=survey, segmentation=segmentation)
-            for image in head["images"]:
-                link_or_copy(Path(views_dirs[image["field"]]) / f"{image['cutout_id']}.png", tmp / image["file_name"])
+            link_files((os.path.join(views_dirs[image["field"]], f"{image['cutout_id']}.png"),
+                        os.path.join(tmp, image["file_name"])) for image in head["images"])
             write_text(tmp / f"instances_{split}.json", _coco_json(head, annotations, workers) + "\n")
             summary["images"][split] = len(head["images"])
             summary["annotations"][split] = len(annotations)

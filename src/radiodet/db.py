@@ -45,7 +45,7 @@ from .errors import ConfigError
 
 __all__ = ["connection_url", "private_server", "engine_for", "validate_identifier", "DatabaseUnavailable",
            "index_tables", "copy_rows", "copy_query", "copy_binary", "binary_copy_records",
-           "PlanarPoints"]
+           "PlanarPoints", "hex_ewkb_polygons"]
 
 log = logging.getLogger(__name__)
 
@@ -353,6 +353,32 @@ class PlanarPoints:
 
     x: np.ndarray
     y: np.ndarray
+
+
+def hex_ewkb_polygons(x: np.ndarray, y: np.ndarray, srid: int = 0) -> list[str]:
+    """Polygons of one ring, vertices (x[i], y[i]) (2-D arrays, a row per closed ring), as hex EWKB.
+
+    The text form PostGIS itself prints for a ``geometry``/``geography``
+    value, read back without parsing a decimal: every coordinate keeps its
+    float64 bits (longitude/latitude in degrees for a geography, the plane's
+    units for a planar geometry). ``srid`` 0 writes plain WKB.
+    """
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if x.shape != y.shape or x.ndim != 2:
+        raise ValueError(f"polygon vertices: x {x.shape} and y {y.shape} must be one 2-D shape")
+    n, m = x.shape
+    layout = [("order", "u1"), ("type", "<u4")] + ([("srid", "<u4")] if srid else []) + [
+        ("rings", "<u4"), ("points", "<u4"), ("xy", "<f8", (m, 2))]
+    records = np.empty(n, dtype=layout)
+    records["order"] = 1  # little-endian
+    records["type"] = 3 | (0x20000000 if srid else 0)  # polygon, with the EWKB SRID flag
+    if srid:
+        records["srid"] = srid
+    records["rings"], records["points"] = 1, m
+    records["xy"] = np.stack([x, y], axis=2)
+    size = records.dtype.itemsize
+    data = records.tobytes()
+    return [data[k:k + size].hex() for k in range(0, n * size, size)]
 
 
 #: COPY's binary format: signature, flags, header-extension length; the trailer is a field count of -1

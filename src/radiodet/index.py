@@ -75,6 +75,7 @@ from .db import (
     copy_query,
     copy_rows,
     database,
+    hex_ewkb_polygons,
     index_tables,
     validate_identifier,
 )
@@ -160,19 +161,6 @@ def _lon(ra: np.ndarray) -> np.ndarray:
     return wrap_ra_difference(ra)
 
 
-def _wkt_polygons(x: np.ndarray, y: np.ndarray, number: str) -> list[str]:
-    """WKT of the polygons with vertices (x[i], y[i]) (2-D arrays, one row per polygon).
-
-    ``number``: the %-format of a coordinate (``%.10f`` for degrees, ``%r``
-    for the plane's exact float64); one format call per polygon.
-    """
-    if not len(x):
-        return []
-    template = "POLYGON((" + ", ".join([f"{number} {number}"] * x.shape[1]) + "))"
-    vertices = np.stack([np.asarray(x, float), np.asarray(y, float)], axis=2).reshape(len(x), -1).tolist()
-    return [template % tuple(row) for row in vertices]
-
-
 def _separation_deg(ra0: float, dec0: float, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
     return np.rad2deg(np.arccos(np.clip(_unit(ra, dec) @ _unit(np.array([ra0]), np.array([dec0]))[0], -1, 1)))
 
@@ -183,6 +171,9 @@ def _unit(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
     return np.column_stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)])
 
 
+#: the cutouts frame's polygons (hex EWKB), named as the cutouts table's columns:
+#: grown and exact on the sky, grown in the plane
+SHAPE_COLUMNS = ["footprint", "extent", "plane_footprint"]
 #: per-field plane columns of the cutouts frame: tangent point (deg), x shift (arcsec), radius (deg)
 PLANE_COLUMNS = ["plane_ra", "plane_dec", "plane_shift", "plane_radius"]
 
@@ -222,9 +213,9 @@ def _footprints(manifest_paths: list[Path], margin_px: float) -> tuple[pd.DataFr
         if manifest.empty:
             continue
         frame = manifest[["cutout_id", "field", "split"]].copy()
-        frame["wkt"] = _wkt_polygons(_lon(grown[0]), grown[1], "%.10f")
-        frame["extent_wkt"] = _wkt_polygons(_lon(exact[0]), exact[1], "%.10f")
-        frame["plane_wkt"] = _wkt_polygons(east + shift, north, "%r")
+        frame["footprint"] = hex_ewkb_polygons(_lon(grown[0]), grown[1], srid=4326)
+        frame["extent"] = hex_ewkb_polygons(_lon(exact[0]), exact[1], srid=4326)
+        frame["plane_footprint"] = hex_ewkb_polygons(east + shift, north)
         frame[PLANE_COLUMNS] = [ra0, dec0, shift, radius]
         frames.append(frame)
         # ownership test points: corners (just inside the outer pixel edges) and centre
@@ -235,7 +226,7 @@ def _footprints(manifest_paths: list[Path], margin_px: float) -> tuple[pd.DataFr
                                     "field": np.repeat(manifest["field"].to_numpy(), 5),
                                     "lon": _lon(ra), "lat": np.asarray(dec, float)}))
     point_columns = ["cutout_id", "field", "lon", "lat"]
-    columns = ["cutout_id", "field", "split", "wkt", "extent_wkt", "plane_wkt", *PLANE_COLUMNS]
+    columns = ["cutout_id", "field", "split", *SHAPE_COLUMNS, *PLANE_COLUMNS]
     return (pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns),
             pd.concat(points, ignore_index=True) if points else pd.DataFrame(columns=point_columns))
 
@@ -495,8 +486,9 @@ def load_and_assign(engine: sa.Engine, sources: pd.DataFrame, cutouts: pd.DataFr
     """Replace ``survey``'s rows, decide cutout ownership, join; return (assignments, cutouts).
 
     ``sources``: source_id, ra, dec (deg). ``cutouts``: cutout_id, field,
-    split, wkt and extent_wkt (geography polygons, longitudes in [-180, 180)),
-    plane_wkt and the plane columns (:func:`_footprints`).
+    split, footprint and extent (geography polygons, longitudes in [-180, 180)),
+    plane_footprint (hex EWKB, :data:`SHAPE_COLUMNS`) and the plane columns
+    (:func:`_footprints`).
     ``points``: cutout_id, field, lon, lat of each cutout's corners and centre;
     ``centres``: field, lon, lat. A cutout is owned by its field when, at each
     of its points, no other field with valid data there (one of its cutouts
@@ -543,14 +535,8 @@ def load_and_assign(engine: sa.Engine, sources: pd.DataFrame, cutouts: pd.DataFr
             _load_sources(conn, names, sources_part, points_part, sources, _planes_of(cutouts))
         _attach(conn, sources_part, f"{q}.sources", bound)
         _attach(conn, points_part, f"{q}.source_points", bound)
-        conn.execute(sa.text("CREATE TEMP TABLE tmp_cutouts (cutout_id text, field text, split text, wkt text, "
-                             "extent_wkt text, plane_wkt text) ON COMMIT DROP"))
-        copy_rows(conn, "tmp_cutouts", ["cutout_id", "field", "split", "wkt", "extent_wkt", "plane_wkt"], cutouts)
-        conn.execute(sa.text(
-            f"INSERT INTO {q}.cutouts (survey, cutout_id, field, split, footprint, extent, plane_footprint, owned) "
-            "SELECT :survey, cutout_id, field, split, ST_GeogFromText('SRID=4326;' || wkt), "
-            "ST_GeogFromText('SRID=4326;' || extent_wkt), ST_GeomFromText(plane_wkt, 0), true FROM tmp_cutouts"),
-            {"survey": survey})
+        copy_rows(conn, f"{q}.cutouts", ["survey", "cutout_id", "field", "split", *SHAPE_COLUMNS],
+                  cutouts.assign(survey=survey))
         log.info("loaded %d sources and %d cutout footprints in %.1f s", len(sources), len(cutouts),
                  time.monotonic() - t0)
         if centres is not None and points is not None and centres["field"].nunique() > 1:
@@ -586,25 +572,30 @@ def load_and_assign(engine: sa.Engine, sources: pd.DataFrame, cutouts: pd.DataFr
         # its footprint covers, found through the points' GiST index. (OFFSET 0 keeps
         # that plan: flattened, the planner probed the cutouts' index once per point,
         # 13x slower at 1.3 M sources.) A point is one (source, field), so pairs are unique.
+        # The inserted pairs come back through COPY (INSERT ... RETURNING): no second scan.
         conn.execute(sa.text("SET LOCAL jit = off"))
-        inserted = conn.execute(sa.text(
-            f"INSERT INTO {assignments_part} (survey, source_id, cutout_id) "
-            f"SELECT c.survey, p.source_id, c.cutout_id FROM {q}.cutouts AS c CROSS JOIN LATERAL "
-            f"(SELECT p.source_id FROM {points_part} AS p WHERE p.field = c.field "
-            "AND ST_Covers(c.plane_footprint, p.position) OFFSET 0) AS p "
-            "WHERE c.survey = :survey AND c.owned"), {"survey": survey}).rowcount
-        _build_indexes(conn, assignments_part, bound, ["survey", "source_id", "cutout_id"])
-        _attach(conn, assignments_part, f"{q}.assignments", bound)
-        log.info("spatial join: %d (source, cutout) pairs in %.1f s", inserted, time.monotonic() - t0)
-        t0 = time.monotonic()
-        pairs = copy_query(conn, f"SELECT source_id, cutout_id FROM {assignments_part}",
-                           {"source_id": pa.int64(), "cutout_id": pa.dictionary(pa.int32(), pa.string())})
-        owned = pd.DataFrame(conn.execute(sa.text(
-            f"SELECT cutout_id, field, split, owned FROM {q}.cutouts WHERE survey = :survey"),
-            {"survey": survey}).fetchall(), columns=["cutout_id", "field", "split", "owned"])
+        pairs = copy_query(
+            conn, f"INSERT INTO {assignments_part} (survey, source_id, cutout_id) "
+                  f"SELECT c.survey, p.source_id, c.cutout_id FROM {q}.cutouts AS c CROSS JOIN LATERAL "
+                  f"(SELECT p.source_id FROM {points_part} AS p WHERE p.field = c.field "
+                  "AND ST_Covers(c.plane_footprint, p.position) OFFSET 0) AS p "
+                  f"WHERE c.survey = {bound} AND c.owned RETURNING source_id, cutout_id",
+            {"source_id": pa.int64(), "cutout_id": pa.dictionary(pa.int32(), pa.string())})
+        t_join = time.monotonic() - t0
+        # the server builds the pairs' primary key while a thread here sorts them
+        with ThreadPoolExecutor(1) as pool:
+            sorting = pool.submit(_with_fields_sorted, pairs,
+                                  cutouts[["cutout_id", "field"]].sort_values("cutout_id", ignore_index=True))
+            _build_indexes(conn, assignments_part, bound, ["survey", "source_id", "cutout_id"])
+            _attach(conn, assignments_part, f"{q}.assignments", bound)
+            t_key = time.monotonic() - t0 - t_join
+            owned = pd.DataFrame(conn.execute(sa.text(
+                f"SELECT cutout_id, field, split, owned FROM {q}.cutouts WHERE survey = :survey"),
+                {"survey": survey}).fetchall(), columns=["cutout_id", "field", "split", "owned"])
+            assigned = sorting.result()
     owned = owned.sort_values("cutout_id", ignore_index=True)
-    assigned = _with_fields_sorted(pairs, owned)
-    log.info("read back %d pairs in %.1f s", len(assigned), time.monotonic() - t0)
+    log.info("spatial join: %d (source, cutout) pairs in %.1f s; their primary key in %.1f s, beside their "
+             "sorting here", len(assigned), t_join, t_key)
     return assigned, owned
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .atomic import atomic_directory, atomic_path, link_or_copy, write_json
+from .atomic import atomic_directory, atomic_path, link_files, write_json
 from .errors import ImageError
 from .images import image_shape
 from .manifest import MANIFEST_COLUMNS, cutout_dir_in_manifest
@@ -93,14 +93,12 @@ def gather_cutouts(part_manifests: list[str | Path], part_samples: list[str | Pa
         raise ImageError(metadata[0]["image"], f"no cutout in any of the {len(frames)} parts: every tile is NaN "
                                                "beyond cutouts.max_nan_fraction (an all-NaN image?)")
     relative_dir = cutout_dir_in_manifest(fits_dir, manifest_path)
-    files = []
+    prefix = "" if relative_dir == Path(".") else f"{relative_dir}/"  # what str(relative_dir / name) gives
+    names = [os.path.basename(file) for file in manifest["file"]]
+    sources = [os.path.join(path.parent, file) for path, frame in zip(part_manifests, frames) for file in frame["file"]]
     with atomic_directory(fits_dir) as tmp_dir:
-        for path, frame in zip(part_manifests, frames):
-            for file in frame["file"]:
-                name = Path(file).name
-                link_or_copy(path.parent / file, tmp_dir / name)
-                files.append(str(relative_dir / name))
-    manifest["file"] = files
+        link_files(zip(sources, [os.path.join(tmp_dir, name) for name in names]))
+    manifest["file"] = [prefix + name for name in names]
     sample = np.concatenate([np.load(p) for p in part_samples]).astype(np.float32)
     with atomic_path(sample_path, suffix=".npy") as tmp:
         np.save(tmp, sample)
@@ -128,11 +126,9 @@ def gather_views(part_dirs: list[str | Path], out_dir: str | Path) -> int:
                              "the parts of a field must share its pixel sample and views config")
     total = sum(int(s["n_cutouts"]) for s in scalings)
     with atomic_directory(out_dir) as tmp_dir:
-        for d in part_dirs:
-            for entry in os.scandir(d):
-                # not scaling.json (one for the field) nor hidden files (Snakemake's .snakemake_timestamp)
-                if entry.name != "scaling.json" and not entry.name.startswith("."):
-                    link_or_copy(entry.path, tmp_dir / entry.name)
+        # not scaling.json (one for the field) nor hidden files (Snakemake's .snakemake_timestamp)
+        link_files((entry.path, os.path.join(tmp_dir, entry.name)) for d in part_dirs for entry in os.scandir(d)
+                   if entry.name != "scaling.json" and not entry.name.startswith("."))
         write_json(tmp_dir / "scaling.json", {**scalings[0], "n_cutouts": total})
     log.info("gathered the views of %d cutouts from %d parts into %s", total, len(part_dirs), out_dir)
     return total
