@@ -34,9 +34,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import shapely
 
-from .atomic import atomic_directory, link_files, write_json, write_text
+from .atomic import atomic_directory, atomic_path, link_files, write_json
+from .jsontext import json_floats, json_ints, json_rounded, round_like_python
 from .manifest import read_manifests
 from .tiling import SPLITS
 from .workers import CAN_FORK, forked_pool
@@ -85,27 +88,6 @@ def ellipse_polygon(cx, cy, major_fwhm, minor_fwhm, angle_deg, n_sigma, width, h
                             vertices=vertices)[0]
 
 
-def _rounded(values: np.ndarray, digits: int | None = None) -> list[float]:
-    """``round(v, digits)`` of each value (Python's correctly rounded ``round``), or the values as floats."""
-    items = np.asarray(values, dtype=np.float64).tolist()
-    return items if digits is None else [round(v, digits) for v in items]
-
-
-def _json_floats(items: list[float]) -> list[str]:
-    """Each float as ``json.dumps`` writes it: ``repr``, or NaN, Infinity, -Infinity."""
-    if np.isfinite(np.asarray(items, dtype=np.float64)).all():
-        return list(map(float.__repr__, items))
-    return list(map(json.dumps, items))
-
-
-def _json_numbers(values: np.ndarray, digits: int | None = None) -> list[str]:
-    return _json_floats(_rounded(values, digits))
-
-
-def _json_ints(values) -> list[str]:
-    return list(map(str, np.asarray(values).astype(np.int64).tolist()))
-
-
 #: one annotation as ``json.dumps`` writes its dict (keys in this order, ", " and ": " separators)
 _ANNOTATION = ('{"id": %s, "image_id": %s, "category_id": %s, "bbox": [%s, %s, %s, %s], "area": %s, '
                '"iscrowd": 0, "segmentation": [%s], "source_id": %s, "flux": %s, "snr": %s, "ra": %s, "dec": %s, '
@@ -127,6 +109,8 @@ class _Annotations:
     2.8 s); :func:`build_coco` decodes it.
     """
 
+    #: rows formatted at a time (bounded memory, and text well under the 2 GiB of an Arrow string array)
+    CHUNK = 100_000
     #: the boxes' columns an annotation is made of
     COLUMNS = ("image_id", "class_id", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "source_id", "flux", "snr", "ra",
                "dec", "x", "y", "intrinsic_major", "intrinsic_minor", "intrinsic_angle", "pb", "rms")
@@ -138,39 +122,62 @@ class _Annotations:
     def __len__(self) -> int:
         return len(self.table)
 
-    def _segmentations(self, start: int, stop: int, bbox: list[list[float]]) -> list[str]:
-        """Each row's polygon, as JSON text; the (rounded) box where the ellipse clipped to nothing."""
-        polygons = self.polygons[start:stop]
-        out = []
-        for k, polygon in enumerate(polygons):
-            if not polygon:
-                x, y, w, h = bbox[0][k], bbox[1][k], bbox[2][k], bbox[3][k]
-                polygon = [x, y, x + w, y, x + w, y + h, x, y + h]
-            text = ", ".join(map(float.__repr__, polygon))
-            if "n" in text:  # repr's nan or inf (a finite repr has digits, ".", "e", "+", "-" only)
-                text = ", ".join(map(json.dumps, polygon))
-            out.append("[" + text + "]")
-        return out
+    def _segmentations(self, start: int, stop: int, bbox: list[np.ndarray], bbox_text: list[pa.Array]) -> pa.Array:
+        """Each row's polygon, as JSON text; the (rounded) box where the ellipse clipped to nothing.
+
+        ``bbox``: the rounded x, y, w, h; ``bbox_text``: their JSON text.
+        """
+        x, y, w, h = bbox
+        tx, ty = bbox_text[:2]
+        right, top = json_floats(x + w), json_floats(y + h)
+        text = pc.binary_join_element_wise("[", tx, ", ", ty, ", ", right, ", ", ty, ", ", right, ", ", top, ", ",
+                                           tx, ", ", top, "]", "")
+        drawn = [k for k, polygon in enumerate(self.polygons[start:stop]) if polygon]
+        if drawn:
+            polygons = []
+            for k in drawn:
+                polygon = self.polygons[start + k]
+                item = ", ".join(map(float.__repr__, polygon))
+                if "n" in item:  # repr's nan or inf (a finite repr has digits, ".", "e", "+", "-" only)
+                    item = ", ".join(map(json.dumps, polygon))
+                polygons.append("[" + item + "]")
+            mask = np.zeros(len(text), dtype=bool)
+            mask[drawn] = True
+            text = pc.replace_with_mask(text, pa.array(mask), pa.array(polygons, pa.string()))
+        return text
 
     def text(self, start: int = 0, stop: int | None = None) -> str:
         """Rows ``start..stop-1`` as JSON objects joined by ``", "`` (a list's items, no brackets)."""
+        return self.encoded(start, stop).decode("utf-8")
+
+    def encoded(self, start: int = 0, stop: int | None = None) -> bytes:
+        """:meth:`text` as UTF-8 bytes (what the file holds)."""
         stop = len(self) if stop is None else stop
+        return b", ".join(self._chunk(a, min(a + self.CHUNK, stop)) for a in range(start, stop, self.CHUNK))
+
+    def _chunk(self, start: int, stop: int) -> bytes:
         rows = self.table.iloc[start:stop]
         column = {name: rows[name].to_numpy() for name in self.COLUMNS}
-        bbox = [_rounded(column[c], 4) for c in ("bbox_x", "bbox_y", "bbox_w", "bbox_h")]
+        bbox = [column[c].astype(np.float64) for c in ("bbox_x", "bbox_y", "bbox_w", "bbox_h")]
+        bbox_text = [json_rounded(v, 4) for v in bbox]
         fields = [
-            list(map(str, range(start + 1, stop + 1))), _json_ints(column["image_id"]),
-            _json_ints(column["class_id"]), *map(_json_floats, bbox),
-            _json_numbers(column["bbox_w"].astype(np.float64) * column["bbox_h"].astype(np.float64), 4),
-            self._segmentations(start, stop, bbox), _json_ints(column["source_id"]),
-            *(_json_numbers(column[c]) for c in ("flux", "snr", "ra", "dec")),
-            _json_numbers(column["x"].astype(np.float64) + 0.5, 4),
-            _json_numbers(column["y"].astype(np.float64) + 0.5, 4),
-            _json_numbers(column["intrinsic_major"], 4), _json_numbers(column["intrinsic_minor"], 4),
-            _json_numbers(column["intrinsic_angle"], 3), _json_numbers(column["pb"], 6),
-            _json_numbers(column["rms"]),
+            json_ints(np.arange(start + 1, stop + 1)), json_ints(column["image_id"]), json_ints(column["class_id"]),
+            *bbox_text, json_rounded(bbox[2] * bbox[3], 4),
+            self._segmentations(start, stop, [round_like_python(v, 4) for v in bbox], bbox_text),
+            json_ints(column["source_id"]), *(json_floats(column[c]) for c in ("flux", "snr", "ra", "dec")),
+            json_rounded(column["x"].astype(np.float64) + 0.5, 4),
+            json_rounded(column["y"].astype(np.float64) + 0.5, 4),
+            json_rounded(column["intrinsic_major"], 4), json_rounded(column["intrinsic_minor"], 4),
+            json_rounded(column["intrinsic_angle"], 3), json_rounded(column["pb"], 6),
+            json_floats(column["rms"]),
         ]
-        return ", ".join(_ANNOTATION % row for row in zip(*fields))
+        # the template's literal pieces between the fields, then ", " after every row
+        pieces = _ANNOTATION.split("%s")
+        joined = pc.binary_join_element_wise(
+            *(item for literal, field in zip(pieces, fields) for item in (literal, field)), pieces[-1] + ", ", "")
+        offsets = np.frombuffer(joined.buffers()[1], dtype=np.int32)[joined.offset:joined.offset + len(joined) + 1]
+        first, end = int(offsets[0]), int(offsets[-1]) - 2  # the rows' texts lie end to end; the last ", " dropped
+        return joined.buffers()[2].slice(first, end - first).to_pybytes()
 
 
 def _coco_parts(split: str, manifest: pd.DataFrame, boxes: pd.DataFrame, classes: dict[int, str], *,
@@ -231,22 +238,23 @@ _MIN_ROWS_PER_WORKER = 50_000
 _ENCODING: _Annotations | None = None
 
 
-def _encode_range(start: int, stop: int) -> str:
-    """The JSON of rows ``start..stop-1`` of :data:`_ENCODING`, without the list's brackets."""
-    return _ENCODING.text(start, stop)
+def _encode_range(start: int, stop: int) -> bytes:
+    """The JSON of rows ``start..stop-1`` of :data:`_ENCODING`, without the list's brackets (UTF-8)."""
+    return _ENCODING.encoded(start, stop)
 
 
-def _coco_json(head: dict, annotations: _Annotations, workers: int) -> str:
-    """The text ``json.dumps`` writes for the COCO dict, the annotations written by ``workers`` processes.
+def _coco_json_pieces(head: dict, annotations: _Annotations, workers: int) -> list[bytes]:
+    """The UTF-8 bytes of the text ``json.dumps`` writes for the COCO dict, in pieces to write one after another.
 
-    ``json.dumps`` writes a list as its items' encodings joined by ``", "``, so
-    contiguous ranges encoded apart and joined the same way give the same text.
+    The annotations are written by ``workers`` processes: ``json.dumps``
+    writes a list as its items' encodings joined by ``", "``, so contiguous
+    ranges encoded apart and joined the same way give the same text.
     """
     global _ENCODING
     n = len(annotations)
     workers = max(1, min(int(workers), n // _MIN_ROWS_PER_WORKER))
     if workers == 1 or not CAN_FORK:  # spawned workers would not see the table
-        pieces = [annotations.text()]
+        pieces = [annotations.encoded()]
     else:
         bounds = np.linspace(0, n, 4 * workers + 1).astype(int)  # a few ranges per worker: even finishing
         _ENCODING = annotations
@@ -259,7 +267,16 @@ def _coco_json(head: dict, annotations: _Annotations, workers: int) -> str:
     slot = json.dumps(_ANNOTATIONS_SLOT)
     if text.count(slot) != 1:
         raise RuntimeError("the COCO head holds the annotations placeholder more than once")
-    return text.replace(slot, "[" + ", ".join(piece for piece in pieces if piece) + "]")
+    before, after = text.split(slot)
+    out = [before.encode("utf-8"), b"["]
+    for k, piece in enumerate(piece for piece in pieces if piece):
+        out += [b", ", piece] if k else [piece]
+    return out + [b"]", after.encode("utf-8")]
+
+
+def _coco_json(head: dict, annotations: _Annotations, workers: int) -> str:
+    """The text ``json.dumps`` writes for the COCO dict (:func:`_coco_json_pieces` joined)."""
+    return b"".join(_coco_json_pieces(head, annotations, workers)).decode("utf-8")
 
 
 def write_coco(boxes_path: str | Path, manifest_paths: dict[str, str | Path], views_dirs: dict[str, str | Path],
@@ -317,7 +334,9 @@ def write_coco(boxes_path: str | Path, manifest_paths: dict[str, str | Path], vi
                 survey=survey, segmentation=segmentation)
             link_files((os.path.join(views_dirs[image["field"]], f"{image['cutout_id']}.png"),
                         os.path.join(tmp, image["file_name"])) for image in head["images"])
-            write_text(tmp / f"instances_{split}.json", _coco_json(head, annotations, workers) + "\n")
+            with atomic_path(tmp / f"instances_{split}.json") as path, open(path, "wb") as out:
+                out.writelines(_coco_json_pieces(head, annotations, workers))
+                out.write(b"\n")
             summary["images"][split] = len(head["images"])
             summary["annotations"][split] = len(annotations)
             log.info("%s: %d images, %d annotations", split, len(head["images"]), len(annotations))
