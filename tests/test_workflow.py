@@ -213,6 +213,10 @@ def test_make_bench_runs_from_a_fresh_checkout_with_a_relative_workdir():
         # a tiny image copies in under a millisecond: the multiples of the copy stay finite
         multiples = report["scales"]["1/4096"]["multiples_of_copy"]
         assert multiples["whole_run"] > 0 and all(np.isfinite(v) for v in multiples.values()), multiples
+        disk = report["scales"]["1/4096"]["disk"]
+        assert len(disk["copy_seconds_each"]) == 3 and disk["copy_seconds"] == np.median(disk["copy_seconds_each"])
+        # the first run's results were set aside before the second and deleted after it
+        assert not (workdir / "benchmarks" / ".set-aside").exists()
         # three parts and their gathering; a stage's wall time spans its jobs, never more than their sum
         for stage in ("cutouts", "views"):
             timing = run["stages"][stage]

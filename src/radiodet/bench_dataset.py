@@ -134,15 +134,30 @@ def generate(directory: Path, scale: Fraction, *, seed: int = 7) -> dict:
     return info
 
 
+#: copies of the image timed per scale; the median is the one the multiples divide by
+COPIES = 3
+
+
 def disk_speed(path: Path, nbytes: int, chunk: int = 64 << 20) -> dict:
-    """Sequential write, read and copy of ``nbytes`` next to ``path``, in MB/s.
+    """Copy of ``path`` (the median of :data:`COPIES`), then sequential write and read of ``nbytes``, in MB/s.
 
     Each measurement starts on a quiet disk (``os.sync`` first: the writes of
     an earlier scale's run still going out made the copy up to 3 x slower,
     and the multiples of it that much smaller), and the copy goes to a new
-    file, as copying the image somewhere would.
+    file, as copying the image somewhere would. One copy of the same 4.3 GB
+    took from 3.6 to 34 s on the same machine, so several are timed.
     """
     scratch = path.parent / ".disk-speed.tmp"
+    copies = []
+    for _ in range(COPIES):
+        os.sync()
+        started = time.monotonic()
+        shutil.copyfile(path, scratch)
+        with open(scratch, "rb+") as handle:
+            os.fsync(handle.fileno())
+        copies.append(round(time.monotonic() - started, 3))
+        scratch.unlink()
+    copy_s = float(np.median(copies))
     block = os.urandom(chunk)
     os.sync()
     started = time.monotonic()
@@ -158,16 +173,10 @@ def disk_speed(path: Path, nbytes: int, chunk: int = 64 << 20) -> dict:
             pass
     read_s = time.monotonic() - started
     scratch.unlink()
-    os.sync()
-    started = time.monotonic()
-    shutil.copyfile(path, scratch)
-    with open(scratch, "rb+") as handle:
-        os.fsync(handle.fileno())
-    copy_s = time.monotonic() - started
-    scratch.unlink()
     mb = nbytes / 1e6
     return {"bytes": nbytes, "write_MBps": round(mb / write_s, 1), "read_MBps": round(mb / read_s, 1),
-            "copy_seconds": round(copy_s, 3), "copy_MBps": round(path.stat().st_size / 1e6 / max(copy_s, 1e-6), 1)}
+            "copy_seconds": round(copy_s, 3), "copy_seconds_each": copies,
+            "copy_MBps": round(path.stat().st_size / 1e6 / max(copy_s, 1e-6), 1)}
 
 
 #: a copy faster than this (a tiny test image) is taken as this long, so the multiples stay finite
@@ -275,9 +284,38 @@ def compare_one_job(directory: Path, info: dict, repo: Path, cores: int, survey:
     for name in ("manifest.parquet", "pixel_sample.npy"):
         same[name] = (a / "cutouts/bench" / name).read_bytes() == (b / "cutouts/bench" / name).read_bytes()
     files = sum(1 for _ in (b / "cutouts/bench/fits").iterdir()) + sum(1 for _ in (b / "views/bench").iterdir())
-    shutil.rmtree(b, ignore_errors=True)
+    _set_aside(b, directory.parent)
     return {"one_job_seconds": round(seconds, 1), "files_compared": files, "same": same,
             "all_same": all(same.values())}
+
+
+#: under the workdir: earlier runs' outputs, set aside before a run and deleted after the benchmark
+SET_ASIDE = ".set-aside"
+
+
+def _set_aside(path: Path, workdir: Path) -> None:
+    """Move ``path`` out of the way (one rename); :func:`_delete_set_aside` deletes it after the benchmark.
+
+    Deleting the previous run's outputs (about 100,000 files at full size)
+    right before a run made that run's file creation twice as costly in the
+    kernel: on ext4 without a journal (the CI machine kind's disk) a new file
+    does not take an inode freed in the last five minutes, and each
+    candidate is checked in turn (``recently_deleted`` was 28 % of a views
+    job's samples). A first run, or one a while after a clean-up, never
+    pays that.
+    """
+    if not path.exists():
+        return
+    trash = workdir / SET_ASIDE
+    trash.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(path, trash / f"{path.parent.name}-{path.name}-{time.time_ns()}")
+    except OSError:  # another file system
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _delete_set_aside(workdir: Path) -> None:
+    shutil.rmtree(workdir / SET_ASIDE, ignore_errors=True)
 
 
 def main(argv=None) -> dict:
@@ -306,15 +344,16 @@ def main(argv=None) -> dict:
     report = {"machine": {"cpus": os.cpu_count(), "memory_GB": round(os.sysconf("SC_PAGE_SIZE")
                                                                      * os.sysconf("SC_PHYS_PAGES") / 1e9, 1)},
               "scales": {}}
+    workdir = Path(args.workdir).resolve()
     for scale in scales:
-        directory = (Path(args.workdir) / f"scale-{scale.numerator}-{scale.denominator}").resolve()
+        directory = workdir / f"scale-{scale.numerator}-{scale.denominator}"
         print(f"== scale {scale}: generating (cached) ...", flush=True)
         info = generate(directory, scale)
         image = Path(info["image"])
         disk = disk_speed(image, image.stat().st_size)
-        # a fresh run each time: remove the previous results (the inputs stay cached)
-        shutil.rmtree(directory / "results", ignore_errors=True)
-        shutil.rmtree(directory / ".snakemake", ignore_errors=True)
+        # a fresh run each time: the previous results go (the inputs stay cached)
+        _set_aside(directory / "results", workdir)
+        _set_aside(directory / ".snakemake", workdir)
         print(f"== scale {scale}: {info['side']}^2 px, {info['sources']} sources: running the dataset stages",
               flush=True)
         run = run_workflow(directory, info, repo, args.cores, args.max_per_job)
@@ -327,6 +366,7 @@ def main(argv=None) -> dict:
         report["scales"][str(scale)]["multiples_of_copy"] = multiples_of_copy(report["scales"][str(scale)])
         _print_scale(scale, info, disk, run, image.stat().st_size)
         _print_one_job(report["scales"][str(scale)])
+    _delete_set_aside(workdir)
     _print_growth(report)
     _print_targets(report)
     out = Path(args.workdir) / "bench.json"
@@ -350,8 +390,10 @@ def _print_scale(scale, info, disk, run, image_bytes) -> None:
     }
     print(f"\nscale {scale}: {info['side']} x {info['side']} px ({mb:,.0f} MB), {info['sources']:,} sources, "
           f"{run['cutouts']:,} cutouts, {run['annotations']:,} annotations")
+    each = disk.get("copy_seconds_each")
     print(f"disk: write {disk['write_MBps']} MB/s, read {disk['read_MBps']} MB/s, copy of the image "
-          f"{disk['copy_seconds']} s ({disk['copy_MBps']} MB/s)")
+          f"{disk['copy_seconds']} s ({disk['copy_MBps']} MB/s)"
+          + (f", the median of {', '.join(map(str, each))} s" if each and len(each) > 1 else ""))
     copy = _copy_seconds(disk)
     print(f"{'stage':<13} {'wall s':>8} {'x copy':>7} {'peak RSS MB':>12} {'jobs':>5}  throughput")
     for stage in STAGES:
