@@ -60,10 +60,12 @@ import uuid
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import sqlalchemy as sa
 from astropy.io import fits
 
@@ -479,13 +481,14 @@ def _fitting_stage(marker: dict, cutouts: pd.DataFrame, sources_path: str | Path
     return marker["token"]
 
 
-def load_and_assign(engine: sa.Engine, sources: pd.DataFrame, cutouts: pd.DataFrame, *, survey: str,
-                    schema: str, points: pd.DataFrame | None = None,
+def load_and_assign(engine: sa.Engine, sources: pd.DataFrame | Callable[[], pd.DataFrame], cutouts: pd.DataFrame,
+                    *, survey: str, schema: str, points: pd.DataFrame | None = None,
                     centres: pd.DataFrame | None = None, stage_token: str | None = None
                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Replace ``survey``'s rows, decide cutout ownership, join; return (assignments, cutouts).
 
-    ``sources``: source_id, ra, dec (deg). ``cutouts``: cutout_id, field,
+    ``sources``: source_id, ra, dec (deg), or a function returning them
+    (called only when they are loaded here, not staged). ``cutouts``: cutout_id, field,
     split, footprint and extent (geography polygons, longitudes in [-180, 180)),
     plane_footprint (hex EWKB, :data:`SHAPE_COLUMNS`) and the plane columns
     (:func:`_footprints`).
@@ -526,19 +529,19 @@ def load_and_assign(engine: sa.Engine, sources: pd.DataFrame, cutouts: pd.DataFr
                 conn.execute(sa.text(f"ALTER TABLE {names.staged_sources} RENAME TO {names.bare['sources']}"))
                 conn.execute(sa.text(f"ALTER TABLE {names.staged_points} RENAME TO {names.bare['source_points']}"))
                 conn.execute(sa.text(f"COMMENT ON TABLE {points_part} IS NULL"))
-                log.info("sources: the %d rows and their plane points staged beside the cutouts (token %s) "
-                         "become the survey's partitions", len(sources), stage_token)
+                log.info("sources: the rows and their plane points staged beside the cutouts (token %s) "
+                         "become the survey's partitions", stage_token)
             else:
                 log.warning("the staged sources are gone or were replaced (token %s, found %s): loading them here",
                             stage_token, found)
         if not staged:
-            _load_sources(conn, names, sources_part, points_part, sources, _planes_of(cutouts))
+            _load_sources(conn, names, sources_part, points_part, sources() if callable(sources) else sources,
+                          _planes_of(cutouts))
         _attach(conn, sources_part, f"{q}.sources", bound)
         _attach(conn, points_part, f"{q}.source_points", bound)
         copy_rows(conn, f"{q}.cutouts", ["survey", "cutout_id", "field", "split", *SHAPE_COLUMNS],
                   cutouts.assign(survey=survey))
-        log.info("loaded %d sources and %d cutout footprints in %.1f s", len(sources), len(cutouts),
-                 time.monotonic() - t0)
+        log.info("sources and %d cutout footprints in place in %.1f s", len(cutouts), time.monotonic() - t0)
         if centres is not None and points is not None and centres["field"].nunique() > 1:
             conn.execute(sa.text("CREATE TEMP TABLE tmp_fields (field text, lon double precision, "
                                  "lat double precision) ON COMMIT DROP"))
@@ -663,20 +666,25 @@ def build_index(sources_path: str | Path, manifest_paths: list[str | Path],
     """
     validate_identifier(schema, "database.schema")
     manifest_paths = [Path(p) for p in manifest_paths]
-    sources = read_sources(sources_path, columns=["source_id", "ra", "dec"])
+    n_sources = pq.read_metadata(sources_path).num_rows
     cutouts, points = _footprints(manifest_paths, margin_px)
     centre_table = field_centres(manifest_paths, centres)
     stage_token = None
     if stage_path is not None:
-        stage_token = _fitting_stage(json.loads(Path(stage_path).read_text()), cutouts, sources_path, len(sources),
+        stage_token = _fitting_stage(json.loads(Path(stage_path).read_text()), cutouts, sources_path, n_sources,
                                      survey=survey, schema=schema, margin_px=margin_px)
+
+    def read() -> pd.DataFrame:
+        return read_sources(sources_path, columns=["source_id", "ra", "dec"])
+
     with database(database_url, private_dir=private_dir, postgres_bin=postgres_bin) as engine:
-        assigned, ownership = load_and_assign(engine, sources, cutouts, survey=survey, schema=schema, points=points,
-                                              centres=centre_table, stage_token=stage_token)
+        assigned, ownership = load_and_assign(engine, read if stage_token else read(), cutouts, survey=survey,
+                                              schema=schema, points=points, centres=centre_table,
+                                              stage_token=stage_token)
     if assigned.empty:
         catalogue = read_parquet_metadata(sources_path).get("source_file", str(sources_path))
         images = ", ".join(sorted(str(read_parquet_metadata(p)["image"]) for p in manifest_paths))
-        message = (f"no source of the catalogue {catalogue} ({len(sources)} rows) falls in any cutout of "
+        message = (f"no source of the catalogue {catalogue} ({n_sources} rows) falls in any cutout of "
                    f"{images}: the image(s) and the catalogue do not overlap")
         if not allow_empty:
             raise InputError(None, message + " (set index.allow_empty: true to write an explicitly empty dataset)")
@@ -687,10 +695,10 @@ def build_index(sources_path: str | Path, manifest_paths: list[str | Path],
         write_parquet(ownership, cutouts_output, columns=OWNERSHIP_COLUMNS, metadata={"survey": survey})
     in_a_cutout = len(pd.unique(assigned["source_id"].to_numpy()))
     summary = {
-        "survey": survey, "sources": int(len(sources)), "cutouts": int(len(cutouts)),
+        "survey": survey, "sources": int(n_sources), "cutouts": int(len(cutouts)),
         "cutouts_owned": int(ownership["owned"].sum()),
         "pairs": int(len(assigned)), "sources_in_a_cutout": in_a_cutout,
-        "sources_in_no_cutout": int(len(sources) - in_a_cutout),
+        "sources_in_no_cutout": int(n_sources - in_a_cutout),
         "margin_px": margin_px,
     }
     write_json(summary_path, summary)
