@@ -267,7 +267,8 @@ def _digests(directory: Path) -> dict[str, str]:
             if p.is_file() and not p.name.startswith(".")}
 
 
-def compare_one_job(directory: Path, info: dict, repo: Path, cores: int, survey: str) -> dict:
+def compare_one_job(directory: Path, info: dict, repo: Path, cores: int, survey: str,
+                    deletions: _Deletions) -> dict:
     """Cut and view the field again in one job (its own survey name); compare with the run in parts."""
     one = f"{survey}-one-job"
     command = _snakemake(directory, _config(directory, info, one, 10**9), repo, cores)
@@ -284,38 +285,50 @@ def compare_one_job(directory: Path, info: dict, repo: Path, cores: int, survey:
     for name in ("manifest.parquet", "pixel_sample.npy"):
         same[name] = (a / "cutouts/bench" / name).read_bytes() == (b / "cutouts/bench" / name).read_bytes()
     files = sum(1 for _ in (b / "cutouts/bench/fits").iterdir()) + sum(1 for _ in (b / "views/bench").iterdir())
-    _set_aside(b, directory.parent)
+    deletions.delete(b)
     return {"one_job_seconds": round(seconds, 1), "files_compared": files, "same": same,
             "all_same": all(same.values())}
 
 
-#: under the workdir: earlier runs' outputs, set aside before a run and deleted after the benchmark
-SET_ASIDE = ".set-aside"
+#: seconds a no-journal ext4 keeps an inode it freed from new files once its inode table is written out
+INODE_RECENCY_SECONDS = 60
+#: deleting fewer files than this is not waited for
+MANY_FILES = 10_000
 
 
-def _set_aside(path: Path, workdir: Path) -> None:
-    """Move ``path`` out of the way (one rename); :func:`_delete_set_aside` deletes it after the benchmark.
+class _Deletions:
+    """Deletes earlier runs' outputs, and lets a run start only when the freed inodes are reusable.
 
-    Deleting the previous run's outputs (about 100,000 files at full size)
-    right before a run made that run's file creation twice as costly in the
-    kernel: on ext4 without a journal (the CI machine kind's disk) a new file
-    does not take an inode freed in the last five minutes, and each
-    candidate is checked in turn (``recently_deleted`` was 28 % of a views
-    job's samples). A first run, or one a while after a clean-up, never
-    pays that.
+    On ext4 without a journal (the CI machine kind's disk) a new file does
+    not take an inode freed in the last minute (five, while the inode table
+    block is dirty), and each such candidate is checked in turn: a views job
+    started right after the previous run's ~100,000 files were deleted spent
+    28 % of its samples in ``recently_deleted``, and its kernel time
+    doubled. A user's first run never pays that; the benchmark waits it out
+    (``os.sync``, then the rest of the minute) before it runs.
     """
-    if not path.exists():
-        return
-    trash = workdir / SET_ASIDE
-    trash.mkdir(parents=True, exist_ok=True)
-    try:
-        os.rename(path, trash / f"{path.parent.name}-{path.name}-{time.time_ns()}")
-    except OSError:  # another file system
+
+    def __init__(self):
+        self.last = None
+
+    def delete(self, path: Path) -> None:
+        if not path.exists():
+            return
+        files = sum(len(names) for _, _, names in os.walk(path))
         shutil.rmtree(path, ignore_errors=True)
+        if files >= MANY_FILES:
+            self.last = time.monotonic()
 
-
-def _delete_set_aside(workdir: Path) -> None:
-    shutil.rmtree(workdir / SET_ASIDE, ignore_errors=True)
+    def settle(self) -> None:
+        if self.last is None:
+            return
+        os.sync()
+        wait = self.last + INODE_RECENCY_SECONDS + 5 - time.monotonic()
+        if wait > 0:
+            print(f"   (waiting {wait:.0f} s: the inodes the deleted results freed are not reused sooner)",
+                  flush=True)
+            time.sleep(wait)
+        self.last = None
 
 
 def main(argv=None) -> dict:
@@ -345,15 +358,17 @@ def main(argv=None) -> dict:
                                                                      * os.sysconf("SC_PHYS_PAGES") / 1e9, 1)},
               "scales": {}}
     workdir = Path(args.workdir).resolve()
+    deletions = _Deletions()
     for scale in scales:
         directory = workdir / f"scale-{scale.numerator}-{scale.denominator}"
         print(f"== scale {scale}: generating (cached) ...", flush=True)
         info = generate(directory, scale)
         image = Path(info["image"])
-        disk = disk_speed(image, image.stat().st_size)
         # a fresh run each time: the previous results go (the inputs stay cached)
-        _set_aside(directory / "results", workdir)
-        _set_aside(directory / ".snakemake", workdir)
+        deletions.delete(directory / "results")
+        deletions.delete(directory / ".snakemake")
+        disk = disk_speed(image, image.stat().st_size)
+        deletions.settle()
         print(f"== scale {scale}: {info['side']}^2 px, {info['sources']} sources: running the dataset stages",
               flush=True)
         run = run_workflow(directory, info, repo, args.cores, args.max_per_job)
@@ -362,11 +377,10 @@ def main(argv=None) -> dict:
         if args.compare_one_job:
             print(f"== scale {scale}: cutting and viewing the field again in one job", flush=True)
             report["scales"][str(scale)]["one_job"] = compare_one_job(directory, info, repo, args.cores,
-                                                                     run["survey"])
+                                                                     run["survey"], deletions)
         report["scales"][str(scale)]["multiples_of_copy"] = multiples_of_copy(report["scales"][str(scale)])
         _print_scale(scale, info, disk, run, image.stat().st_size)
         _print_one_job(report["scales"][str(scale)])
-    _delete_set_aside(workdir)
     _print_growth(report)
     _print_targets(report)
     out = Path(args.workdir) / "bench.json"
