@@ -23,7 +23,7 @@ from typing import Iterable, Iterator
 
 from .errors import NoSpaceError
 
-__all__ = ["atomic_path", "atomic_directory", "write_json", "write_text", "link_files", "link_or_copy",
+__all__ = ["atomic_path", "atomic_directory", "write_json", "write_text", "link_files",
            "remove_stale_temporaries"]
 
 
@@ -175,8 +175,3 @@ def link_files(pairs: Iterable[tuple[str | os.PathLike, str | os.PathLike]]) -> 
             shutil.copy2(source, destination)
         n += 1
     return n
-
-
-def link_or_copy(source: str | os.PathLike, destination: str | os.PathLike) -> None:
-    """Hard-link ``source`` to ``destination`` (same bytes, no extra space); copy where links fail."""
-    link_files([(source, destination)])
