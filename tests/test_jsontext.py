@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from radiodet.jsontext import json_floats, json_ints, json_rounded, round_like_python
+from radiodet.jsontext import json_floats, json_ints, json_rounded, round_like_python, rounded_json
 
 
 def _values(n: int = 200_000) -> np.ndarray:
@@ -33,6 +33,8 @@ def test_rounded_numbers_are_json_dumps_of_pythons_round(digits):
     python = np.array([round(v, digits) for v in values.tolist()])
     same = (rounded.view(np.int64) == python.view(np.int64)) | (np.isnan(rounded) & np.isnan(python))
     assert same.all()  # bit for bit, the sign of zero included
+    both, text = rounded_json(values, digits)
+    assert np.array_equal(both.view(np.int64), rounded.view(np.int64)) and text.to_pylist() == expected
 
 
 def test_floats_and_ints_are_json_dumps():

@@ -39,7 +39,7 @@ import pyarrow.compute as pc
 import shapely
 
 from .atomic import atomic_directory, atomic_path, link_files, write_json
-from .jsontext import json_floats, json_ints, json_rounded, round_like_python
+from .jsontext import json_floats, json_ints, json_rounded, rounded_json
 from .manifest import read_manifests
 from .tiling import SPLITS
 from .workers import CAN_FORK, forked_pool
@@ -92,6 +92,8 @@ def ellipse_polygon(cx, cy, major_fwhm, minor_fwhm, angle_deg, n_sigma, width, h
 _ANNOTATION = ('{"id": %s, "image_id": %s, "category_id": %s, "bbox": [%s, %s, %s, %s], "area": %s, '
                '"iscrowd": 0, "segmentation": [%s], "source_id": %s, "flux": %s, "snr": %s, "ra": %s, "dec": %s, '
                '"centre": [%s, %s], "intrinsic": [%s, %s, %s], "pb": %s, "rms": %s}')
+#: the template's literal text around its fields
+_ANNOTATION_PIECES = _ANNOTATION.split("%s")
 
 
 class _Annotations:
@@ -124,7 +126,8 @@ class _Annotations:
     def __len__(self) -> int:
         return len(self.table)
 
-    def _segmentations(self, start: int, stop: int, bbox: list[np.ndarray], bbox_text: list[pa.Array]) -> pa.Array:
+    def _segmentations(self, start: int, stop: int, bbox: tuple[np.ndarray, ...],
+                       bbox_text: tuple[pa.Array, ...]) -> pa.Array:
         """Each row's polygon, as JSON text; the (rounded) box where the ellipse clipped to nothing.
 
         ``bbox``: the rounded x, y, w, h; ``bbox_text``: their JSON text.
@@ -161,11 +164,11 @@ class _Annotations:
         rows = self.table.iloc[start:stop]
         column = {name: rows[name].to_numpy() for name in self.COLUMNS}
         bbox = [column[c].astype(np.float64) for c in ("bbox_x", "bbox_y", "bbox_w", "bbox_h")]
-        bbox_text = [json_rounded(v, 4) for v in bbox]
+        bbox_rounded, bbox_text = zip(*(rounded_json(v, 4) for v in bbox))
         fields = [
             json_ints(np.arange(start + 1, stop + 1)), json_ints(column["image_id"]), json_ints(column["class_id"]),
             *bbox_text, json_rounded(bbox[2] * bbox[3], 4),
-            self._segmentations(start, stop, [round_like_python(v, 4) for v in bbox], bbox_text),
+            self._segmentations(start, stop, bbox_rounded, bbox_text),
             json_ints(column["source_id"]), *(json_floats(column[c]) for c in ("flux", "snr", "ra", "dec")),
             json_rounded(column["x"].astype(np.float64) + 0.5, 4),
             json_rounded(column["y"].astype(np.float64) + 0.5, 4),
@@ -174,9 +177,9 @@ class _Annotations:
             json_floats(column["rms"]),
         ]
         # the template's literal pieces between the fields, then ", " after every row
-        pieces = _ANNOTATION.split("%s")
         joined = pc.binary_join_element_wise(
-            *(item for literal, field in zip(pieces, fields) for item in (literal, field)), pieces[-1] + ", ", "")
+            *(item for literal, field in zip(_ANNOTATION_PIECES, fields) for item in (literal, field)),
+            _ANNOTATION_PIECES[-1] + ", ", "")
         offsets = np.frombuffer(joined.buffers()[1], dtype=np.int32)[joined.offset:joined.offset + len(joined) + 1]
         first, end = int(offsets[0]), int(offsets[-1]) - 2  # the rows' texts lie end to end; the last ", " dropped
         return joined.buffers()[2].slice(first, end - first).to_pybytes()

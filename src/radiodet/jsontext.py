@@ -30,14 +30,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["round_like_python", "json_ints", "json_rounded", "json_floats"]
+__all__ = ["round_like_python", "json_ints", "json_rounded", "rounded_json", "json_floats"]
 
 #: beyond this |v| * 10**digits the integer path is not used (15 significant digits: repr is the decimal)
 _INTEGER_LIMIT = 1e15
-
-
-def _json_float_text(value: float) -> str:
-    return json.dumps(value)
 
 
 def _rounding(values: np.ndarray, digits: int) -> tuple[np.ndarray, np.ndarray]:
@@ -53,15 +49,19 @@ def _rounding(values: np.ndarray, digits: int) -> tuple[np.ndarray, np.ndarray]:
     return k, exact
 
 
-def round_like_python(values, digits: int) -> np.ndarray:
-    """``[round(v, digits) for v in values]`` as float64, bit for bit (``digits`` >= 0)."""
-    values = np.asarray(values, dtype=np.float64)
+def _rounded(values: np.ndarray, digits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(Python's ``round`` of each value, k, exact) (:func:`_rounding`; the inexact ones rounded by Python)."""
     k, exact = _rounding(values, digits)
     with np.errstate(invalid="ignore"):
         out = k / 10.0**digits
     for i in np.flatnonzero(~exact):
         out[i] = round(float(values[i]), digits)
-    return out
+    return out, k, exact
+
+
+def round_like_python(values, digits: int) -> np.ndarray:
+    """``[round(v, digits) for v in values]`` as float64, bit for bit (``digits`` >= 0)."""
+    return _rounded(np.asarray(values, dtype=np.float64), digits)[0]
 
 
 @lru_cache(maxsize=None)
@@ -75,18 +75,22 @@ def json_ints(values) -> pa.Array:
     return pc.cast(pa.array(np.asarray(values).astype(np.int64)), pa.string())
 
 
-def json_rounded(values, digits: int) -> pa.Array:
-    """``json.dumps(round(v, digits))`` of each value: the text of Python's rounded float."""
+def rounded_json(values, digits: int) -> tuple[np.ndarray, pa.Array]:
+    """``round(v, digits)`` of each value (:func:`round_like_python`) and its ``json.dumps`` text."""
     if not 1 <= digits <= 9:
         raise ValueError(f"digits must be 1 to 9, got {digits}")
-    values = np.asarray(values, dtype=np.float64)
-    k, exact = _rounding(values, digits)
+    rounded, k, exact = _rounded(np.asarray(values, dtype=np.float64), digits)
     magnitude = np.where(exact, np.abs(k), 0.0).astype(np.int64)
     whole, fraction = np.divmod(magnitude, 10**digits)
     text = pc.binary_join_element_wise(
         pa.array(np.where(np.signbit(k) & exact, "-", "")), pc.cast(pa.array(whole), pa.string()), ".",
         _fractions(digits).take(pa.array(fraction)), "")
-    return _in_python(round_like_python(values, digits), text, exact)
+    return rounded, _in_python(rounded, text, exact)
+
+
+def json_rounded(values, digits: int) -> pa.Array:
+    """``json.dumps(round(v, digits))`` of each value: the text of Python's rounded float."""
+    return rounded_json(values, digits)[1]
 
 
 #: Arrow's positional text of 0 < |v| < 1: sign, the zeros after the point, the first digit, the rest
@@ -100,7 +104,7 @@ def _in_python(values: np.ndarray, text: pa.Array, done: np.ndarray) -> pa.Array
     others = np.flatnonzero(~done)
     if not len(others):
         return text
-    replacements = pa.array([_json_float_text(float(values[i])) for i in others], pa.string())
+    replacements = pa.array([json.dumps(float(values[i])) for i in others], pa.string())
     return pc.replace_with_mask(text, pa.array(~done), replacements)
 
 
