@@ -1,5 +1,7 @@
 """FITS cutouts: WCS, beam keywords, NaN regions, bad images, views."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -55,9 +57,9 @@ def test_cutouts_read_the_image_in_bands_never_whole(tmp_path, monkeypatch):
     calls = []
     original = images.SkyImage.read
 
-    def spy(self, y0, y1, x0=0, x1=None):
+    def spy(self, y0, y1, x0=0, x1=None, **options):
         calls.append((y1 - y0, (x1 if x1 is not None else self.shape[1]) - x0))
-        return original(self, y0, y1, x0, x1)
+        return original(self, y0, y1, x0, x1, **options)
 
     monkeypatch.setattr(images.SkyImage, "read", spy)
     _cut(tmp_path, SDC1_IMAGE, regions=REGIONS)
@@ -260,6 +262,43 @@ def test_views_hold_the_cutout_fits_pixels_as_np_save_writes_them(tmp_path):
         png = np.asarray(Image.open(tmp_path / "views" / f"{row.cutout_id}.png"))
         np.testing.assert_array_equal(png, np.round(expected * 255).astype(np.uint8))
     assert expected.std() > 0
+
+
+@pytest.mark.parametrize("stretch", ["linear", "sqrt", "asinh", "log"])
+def test_in_place_scaling_equals_the_scaling_into_new_arrays(stretch):
+    """SDC1-scale values (Jy/beam, ~1e-6 noise) with NaN and infinities: the reused arrays give the same bits."""
+    from radiodet.views import _stretch, scale
+
+    rng = np.random.default_rng(11)
+    data = (rng.normal(0, 1e-6, size=(205, 205)) + rng.exponential(2e-6, size=(205, 205))).astype(np.float32)
+    data[3, :50], data[7, 7], data[9, 9], data[100, 100] = np.nan, np.inf, -np.inf, 3.0e-3
+    config = dataclasses.replace(ViewConfig(), stretch=stretch)
+    vmin, vmax = -2.5e-6, 4.0e-5
+    expected = scale(data, vmin, vmax, config)
+    out = np.full(data.shape, 7.0, dtype=np.float32)  # stale values of an earlier cutout
+    got = scale(data[:, :], vmin, vmax, config, out=out, stretch=_stretch(config))
+    assert got is out and got.dtype == np.float32
+    np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
+    assert 0 < np.count_nonzero(got == 0) and np.count_nonzero(got == 1) >= 2 and got.std() > 0
+    with pytest.raises(TypeError, match="float32"):
+        scale(data.astype(np.float64), vmin, vmax, config, out=out)
+
+
+def test_band_reads_into_a_reused_buffer_equal_fresh_reads(tmp_path):
+    """Big-endian float32 rows swapped in place: the same values as a fresh read, band after band."""
+    from radiodet.images import BandBuffer, open_image
+
+    data = np.random.default_rng(5).normal(0, 1e-6, size=(90, 70)).astype(np.float32)
+    data[4, 4] = np.nan
+    path = write_image(tmp_path / "img.fits", data, sky_header(70, 90))
+    buffer = BandBuffer()
+    with open_image(path) as image:
+        for y0, y1, x0, x1 in ((0, 40, 0, 70), (40, 80, 10, 60), (80, 90, 0, 70), (0, 90, 0, 70)):
+            fresh = image.read(y0, y1, x0, x1)
+            reused = image.read(y0, y1, x0, x1, buffer=buffer)
+            assert reused.dtype == np.float32 and reused.dtype.isnative
+            np.testing.assert_array_equal(reused, fresh)
+            np.testing.assert_array_equal(reused, data[y0:y1, x0:x1])
 
 
 def test_views_read_the_plane_the_manifest_records(tmp_path):

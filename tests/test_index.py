@@ -23,7 +23,7 @@ from radiodet.db import (
     validate_identifier,
 )
 from radiodet.errors import ConfigError
-from radiodet.index import _footprints, _with_fields_sorted, build_index, load_and_assign, stage_sources
+from radiodet.index import SHAPE_COLUMNS, _footprints, _with_fields_sorted, build_index, load_and_assign, stage_sources
 from radiodet.manifest import field_wcs
 
 pytestmark = pytest.mark.postgis
@@ -158,7 +158,8 @@ def test_staged_sources_become_the_partitions_with_the_same_join(field_across_ra
     assert pairs == brute_force_assignment(sources, manifest_path, 2.0)
     loaded, again = _index(tmp_path, "b", sources_path, manifest_path, postgis_url, "loaded")
     pd.testing.assert_frame_equal(got, again)
-    assert _relations(engine, suffix) == {f"sources_{suffix}", f"source_points_{suffix}", f"assignments_{suffix}"}
+    assert _relations(engine, suffix) == {f"{table}_{suffix}" for table in
+                                          ("sources", "source_points", "assignments", "cutouts")}
     with engine.connect() as conn:
         assert conn.execute(count).scalar() == len(sources)
     # the stage was consumed: indexing again with its marker loads the sources, with the same result
@@ -231,11 +232,22 @@ def _partitions(conn, schema: str, table: str) -> dict[str, str]:
         {"s": schema, "t": table}).fetchall())
 
 
+def _partition_oid(conn, table: str, survey: str) -> int:
+    """The oid of ``survey``'s partition of ``radiodet_parts.table``."""
+    return conn.execute(sa.text(
+        "SELECT c.oid FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid "
+        "JOIN pg_class AS p ON p.oid = i.inhparent JOIN pg_namespace AS n ON n.oid = p.relnamespace "
+        "WHERE n.nspname = 'radiodet_parts' AND p.relname = :t AND pg_get_expr(c.relpartbound, c.oid) = :b"),
+        {"t": table, "b": f"FOR VALUES IN ('{survey}')"}).scalar_one()
+
+
 def test_each_survey_is_a_partition_with_its_indexes_and_reindexing_one_keeps_the_others(
         field_across_ra_zero, engine):
     _, manifest_path, sources = field_across_ra_zero
     cutouts, _ = _footprints([manifest_path], 2.0)
     first, _ = load_and_assign(engine, sources, cutouts, survey="alpha", schema="radiodet_parts")
+    with engine.connect() as conn:
+        alpha_cutouts = _partition_oid(conn, "cutouts", "alpha")
     load_and_assign(engine, sources.iloc[:100], cutouts, survey="beta.2", schema="radiodet_parts")
     again, _ = load_and_assign(engine, sources, cutouts, survey="alpha", schema="radiodet_parts")
     pd.testing.assert_frame_equal(first, again)
@@ -249,7 +261,7 @@ def test_each_survey_is_a_partition_with_its_indexes_and_reindexing_one_keeps_th
             "radiodet_parts.sky_sources AS b WHERE a.survey = 'alpha' AND b.survey = 'alpha' "
             "AND a.source_id = 90001 AND b.source_id = 90002")).scalar()
         assert near_zero == pytest.approx(2e-4 * np.pi / 180 * 6371008.8 * np.cos(np.deg2rad(30)), rel=1e-2)
-        for table in ("sources", "source_points", "assignments"):
+        for table in ("sources", "source_points", "assignments", "cutouts"):
             parts = _partitions(conn, "radiodet_parts", table)
             assert sorted(parts.values()) == ["FOR VALUES IN ('alpha')", "FOR VALUES IN ('beta.2')"]
         indexes = conn.execute(sa.text(
@@ -257,6 +269,11 @@ def test_each_survey_is_a_partition_with_its_indexes_and_reindexing_one_keeps_th
         for part in _partitions(conn, "radiodet_parts", "source_points"):
             defs = [d for t, d in indexes if t == part]
             assert any("USING gist (\"position\")" in d for d in defs) and any("UNIQUE" in d for d in defs), defs
+        for part in _partitions(conn, "radiodet_parts", "cutouts"):
+            defs = [d for t, d in indexes if t == part]
+            assert all(any(f"USING gist ({c})" in d for d in defs) for c in SHAPE_COLUMNS), defs
+        # re-indexing replaced the survey's cutouts with a new table: no dead rows left behind
+        assert _partition_oid(conn, "cutouts", "alpha") != alpha_cutouts
         # the planner finds a survey's points through its partition's GiST index
         plan = "\n".join(r[0] for r in conn.execute(sa.text(
             "EXPLAIN SELECT count(*) FROM radiodet_parts.source_points WHERE survey = 'alpha' AND "
@@ -286,6 +303,27 @@ def test_tables_of_the_unpartitioned_layout_are_replaced_with_a_warning(field_ac
             "WHERE n.nspname = 'radiodet_old' AND c.relname IN ('sources', 'assignments')")).fetchall())
         assert kinds == {"sources": "p", "assignments": "p"}
         assert conn.execute(sa.text("SELECT count(*) FROM radiodet_old.sources WHERE survey = 'old'")).scalar() == 0
+
+
+def test_an_unpartitioned_cutouts_table_is_replaced_with_a_warning(field_across_ra_zero, engine, caplog):
+    _, manifest_path, sources = field_across_ra_zero
+    cutouts, _ = _footprints([manifest_path], 2.0)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS postgis; DROP SCHEMA IF EXISTS radiodet_old2 CASCADE; "
+                             "CREATE SCHEMA radiodet_old2; CREATE TABLE radiodet_old2.cutouts (survey text, "
+                             "cutout_id text, field text NOT NULL, split text NOT NULL, "
+                             "footprint geography(POLYGON, 4326) NOT NULL, PRIMARY KEY (survey, cutout_id)); "
+                             "INSERT INTO radiodet_old2.cutouts VALUES ('old', 'c', 'f', 'train', "
+                             "'POLYGON((0 0, 1 0, 1 1, 0 0))')"))
+    with caplog.at_level("WARNING", logger="radiodet.index"):
+        assigned, _ = load_and_assign(engine, sources, cutouts, survey="new", schema="radiodet_old2")
+    assert "earlier version" in caplog.text and "cutouts made by" in caplog.text and len(assigned) > 0
+    with engine.connect() as conn:
+        assert conn.execute(sa.text(
+            "SELECT relkind FROM pg_class WHERE oid = 'radiodet_old2.cutouts'::regclass")).scalar() == "p"
+        assert conn.execute(sa.text("SELECT count(*) FROM radiodet_old2.cutouts WHERE survey = 'old'")).scalar() == 0
+        assert conn.execute(sa.text("SELECT count(*) FROM radiodet_old2.cutouts WHERE survey = 'new'")).scalar() \
+            == len(cutouts)
 
 
 def test_private_server_listens_on_a_private_socket_only(engine, postgis_url):

@@ -231,7 +231,7 @@ def test_make_bench_runs_from_a_fresh_checkout_with_a_relative_workdir():
 
 
 def test_the_bench_waits_for_the_inodes_of_many_deleted_files_only(tmp_path, monkeypatch):
-    """A run starts at least a minute after ~100,000 deleted files (ext4 without a journal skips their inodes)."""
+    """A run starts at least six minutes after ~100,000 deleted files (ext4 without a journal skips their inodes)."""
     from radiodet import bench_dataset
 
     slept = []
@@ -252,6 +252,15 @@ def test_the_bench_waits_for_the_inodes_of_many_deleted_files_only(tmp_path, mon
     assert len(slept) == 1 and bench_dataset.INODE_RECENCY_SECONDS < slept[0] <= bench_dataset.INODE_RECENCY_SECONDS + 5
     deletions.settle()  # once waited, not again
     assert len(slept) == 1
+    # what the benchmark writes itself goes at its end, after its last run
+    (tmp_path / "many").mkdir()
+    for k in range(60):
+        (tmp_path / "many" / f"{k}.txt").write_text("x")
+    deletions.delete_at_end(tmp_path / "many")
+    deletions.settle()
+    assert (tmp_path / "many").exists() and len(slept) == 1
+    deletions.finish()
+    assert not (tmp_path / "many").exists()
 
 
 def _tree(directory: Path) -> dict[str, str]:

@@ -285,13 +285,14 @@ def compare_one_job(directory: Path, info: dict, repo: Path, cores: int, survey:
     for name in ("manifest.parquet", "pixel_sample.npy"):
         same[name] = (a / "cutouts/bench" / name).read_bytes() == (b / "cutouts/bench" / name).read_bytes()
     files = sum(1 for _ in (b / "cutouts/bench/fits").iterdir()) + sum(1 for _ in (b / "views/bench").iterdir())
-    deletions.delete(b)
+    deletions.delete_at_end(b)  # not before a later scale's run (see _Deletions)
     return {"one_job_seconds": round(seconds, 1), "files_compared": files, "same": same,
             "all_same": all(same.values())}
 
 
-#: seconds a no-journal ext4 keeps an inode it freed from new files once its inode table is written out
-INODE_RECENCY_SECONDS = 60
+#: seconds a no-journal ext4 keeps a freed inode from new files: 60, plus 300 while its inode table block is
+#: dirty, as it is again once a new file takes an inode of that block (fs/ext4/ialloc.c, recently_deleted)
+INODE_RECENCY_SECONDS = 360
 #: deleting fewer files than this is not waited for
 MANY_FILES = 10_000
 
@@ -300,16 +301,21 @@ class _Deletions:
     """Deletes earlier runs' outputs, and lets a run start only when the freed inodes are reusable.
 
     On ext4 without a journal (the CI machine kind's disk) a new file does
-    not take an inode freed in the last minute (five, while the inode table
-    block is dirty), and each such candidate is checked in turn: a views job
-    started right after the previous run's ~100,000 files were deleted spent
-    28 % of its samples in ``recently_deleted``, and its kernel time
-    doubled. A user's first run never pays that; the benchmark waits it out
-    (``os.sync``, then the rest of the minute) before it runs.
+    not take an inode freed in the last minute, or in the last six while the
+    inode's table block is dirty (which a new file in that block makes it),
+    and each such candidate is checked in turn: a views job started right
+    after the previous run's ~100,000 files were deleted spent 28 % of its
+    samples in ``recently_deleted``, and its kernel time doubled; a whole
+    full-size build started 65 s after the deletion used 197-201 core
+    seconds, 176 when started 400 s after it. A user's first run never pays
+    that. The benchmark deletes earlier results before anything else, keeps
+    what it writes itself until its end (:meth:`delete_at_end`), and waits
+    out the rest of the six minutes (``os.sync`` first) before its first run.
     """
 
     def __init__(self):
         self.last = None
+        self.at_end: list[Path] = []
 
     def delete(self, path: Path) -> None:
         if not path.exists():
@@ -319,16 +325,25 @@ class _Deletions:
         if files >= MANY_FILES:
             self.last = time.monotonic()
 
+    def delete_at_end(self, path: Path) -> None:
+        """Delete ``path`` when the benchmark ends (:meth:`finish`), after its last run."""
+        self.at_end.append(path)
+
     def settle(self) -> None:
         if self.last is None:
             return
         os.sync()
         wait = self.last + INODE_RECENCY_SECONDS + 5 - time.monotonic()
         if wait > 0:
-            print(f"   (waiting {wait:.0f} s: the inodes the deleted results freed are not reused sooner)",
-                  flush=True)
+            print(f"   (waiting {wait:.0f} s: ext4 without a journal does not reuse the inodes of the deleted "
+                  "results sooner, and checks each of them on every new file)", flush=True)
             time.sleep(wait)
         self.last = None
+
+    def finish(self) -> None:
+        for path in self.at_end:
+            self.delete(path)
+        self.at_end = []
 
 
 def main(argv=None) -> dict:
@@ -359,14 +374,15 @@ def main(argv=None) -> dict:
               "scales": {}}
     workdir = Path(args.workdir).resolve()
     deletions = _Deletions()
-    for scale in scales:
-        directory = workdir / f"scale-{scale.numerator}-{scale.denominator}"
+    directories = {scale: workdir / f"scale-{scale.numerator}-{scale.denominator}" for scale in scales}
+    for directory in directories.values():
+        # a fresh run each time: earlier results go first, all at once (the inputs stay cached)
+        deletions.delete(directory / "results")
+        deletions.delete(directory / ".snakemake")
+    for scale, directory in directories.items():
         print(f"== scale {scale}: generating (cached) ...", flush=True)
         info = generate(directory, scale)
         image = Path(info["image"])
-        # a fresh run each time: the previous results go (the inputs stay cached)
-        deletions.delete(directory / "results")
-        deletions.delete(directory / ".snakemake")
         disk = disk_speed(image, image.stat().st_size)
         deletions.settle()
         print(f"== scale {scale}: {info['side']}^2 px, {info['sources']} sources: running the dataset stages",
@@ -381,6 +397,7 @@ def main(argv=None) -> dict:
         report["scales"][str(scale)]["multiples_of_copy"] = multiples_of_copy(report["scales"][str(scale)])
         _print_scale(scale, info, disk, run, image.stat().st_size)
         _print_one_job(report["scales"][str(scale)])
+    deletions.finish()
     _print_growth(report)
     _print_targets(report)
     out = Path(args.workdir) / "bench.json"

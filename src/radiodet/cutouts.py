@@ -33,7 +33,7 @@ from .atomic import atomic_directory, atomic_path
 from .configuration import schema_config
 from .errors import ImageError
 from .geometry import normalise_ra
-from .images import Beam, SkyImage, open_image, robust_rms
+from .images import BandBuffer, Beam, SkyImage, open_image, robust_rms
 from .logs import Progress
 from .manifest import MANIFEST_COLUMNS, cutout_dir_in_manifest, footprints, format_polygon
 from .schema import write_parquet
@@ -82,6 +82,7 @@ class _CutoutWriter:
             raise ValueError(f"cutout header template lacks {missing}")
         self.shape = shape
         self._images: dict[tuple, str] = {}
+        self._big_endian = np.empty(shape, dtype=">f4")  # each file's data, reused
 
     def card_image(self, key: str, value, comment: str | None) -> str:
         """The 80-character card, formatted by astropy once per distinct (key, value, comment).
@@ -107,11 +108,12 @@ class _CutoutWriter:
                                       else fits.Card(key, value, comment).image)
         header = "".join(cards) + "END".ljust(80)
         header += " " * (-len(header) % 2880)
-        payload = np.ascontiguousarray(data, dtype=">f4").tobytes()
+        np.copyto(self._big_endian, data)
+        payload = self._big_endian.data
         with open(path, "wb") as handle:
             handle.write(header.encode("ascii"))
             handle.write(payload)
-            handle.write(b"\0" * (-len(payload) % 2880))
+            handle.write(b"\0" * (-payload.nbytes % 2880))
 
 
 def cutout_header(image: SkyImage, tile: Tile, *, cutout_id: str, field: str) -> fits.Header:
@@ -218,18 +220,19 @@ def make_cutouts(image_path: str | Path, out_dir: str | Path, manifest_path: str
         progress = Progress(label, n_tiles, unit="cutouts")
         writer = None
         relative_dir = cutout_dir_in_manifest(out_dir, manifest_path)
+        band_buffer = BandBuffer()
         with atomic_directory(out_dir) as tmp_dir:
             for y0, y1, band_tiles in bands:
                 bx0 = min(t.x0 for t in band_tiles)
                 bx1 = max(t.x1 for t in band_tiles)
-                band = image.read(y0, y1, bx0, bx1)
+                band = image.read(y0, y1, bx0, bx1, buffer=band_buffer)  # overwritten by the next band's read
                 # the band's footprints and centres in one WCS call each
                 tx0, ty0, tx1, ty1 = (np.array([getattr(t, c) for t in band_tiles]) for c in ("x0", "y0", "x1", "y1"))
                 band_ra, band_dec = footprints(image.wcs, tx0, ty0, tx1, ty1)
                 centre_ra, centre_dec = image.wcs.pixel_to_world_values((tx0 + tx1 - 1) / 2, (ty0 + ty1 - 1) / 2)
                 first = _first_sampled_row(next_sample_row, y0, stride)
                 if first < y1:
-                    samples.append(band[first - y0::stride, ::stride].ravel())
+                    samples.append(band[first - y0::stride, ::stride].flatten())  # a copy: the buffer is reused
                     next_sample_row = y1
                 for i, tile in enumerate(band_tiles):
                     data = band[:, tile.x0 - bx0:tile.x1 - bx0]

@@ -302,8 +302,8 @@ def index_tables(schema: str) -> tuple[sa.MetaData, dict[str, sa.Table]]:
         sa.Column("field", sa.Text, primary_key=True),
         sa.Column("centre", Geography("POINT", srid=4326, spatial_index=False), nullable=False),
     )
-    # sources, source_points and assignments: one partition per survey, loaded
-    # without live indexes that are built once after the load (radiodet.index)
+    # sources, source_points, cutouts and assignments: one partition per survey,
+    # loaded without live indexes that are built once after the load (radiodet.index)
     # RA, Dec (deg); the view sky_sources adds their geography for a user's own queries
     sources = sa.Table(
         "sources", meta,
@@ -335,6 +335,7 @@ def index_tables(schema: str) -> tuple[sa.MetaData, dict[str, sa.Table]]:
         # the footprint in its field's gnomonic plane: what the join uses
         sa.Column("plane_footprint", Geometry("POLYGON", srid=0, spatial_index=True), nullable=True),
         sa.Column("owned", sa.Boolean, nullable=False, server_default=sa.true()),
+        postgresql_partition_by="LIST (survey)",
     )
     assignments = sa.Table(
         "assignments", meta,

@@ -21,7 +21,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from .errors import ImageError
 
-__all__ = ["SkyImage", "open_image", "image_shape", "sample_image", "Beam", "celestial_wcs", "robust_rms",
+__all__ = ["BandBuffer", "SkyImage", "open_image", "image_shape", "sample_image", "Beam", "celestial_wcs", "robust_rms",
            "MAD_TO_SIGMA"]
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,24 @@ def celestial_wcs(header: fits.Header, path=None, *, full: WCS | None = None) ->
     return cel
 
 
+class BandBuffer:
+    """Memory that consecutive :meth:`SkyImage.read` calls read into, instead of fresh memory each time.
+
+    A fresh band of a 32768 px wide image is ~27 MB of new pages: a page
+    fault and a zeroed page per 4 KiB, twice (the read, then its byte-swapped
+    copy), for every band.
+    """
+
+    def __init__(self):
+        self._memory = bytearray(0)
+
+    def take(self, nbytes: int) -> memoryview:
+        """``nbytes`` of the buffer (grown when needed); what an earlier take returned is overwritten."""
+        if len(self._memory) < nbytes:
+            self._memory = bytearray(nbytes)
+        return memoryview(self._memory)[:nbytes]
+
+
 @dataclass
 class SkyImage:
     """A 2-D sky plane of a FITS image, memory-mapped.
@@ -101,13 +119,18 @@ class SkyImage:
     def shape(self) -> tuple[int, int]:
         return self.data.shape  # (ny, nx)
 
-    def read(self, y0: int, y1: int, x0: int = 0, x1: int | None = None) -> np.ndarray:
+    def read(self, y0: int, y1: int, x0: int = 0, x1: int | None = None, *,
+             buffer: BandBuffer | None = None) -> np.ndarray:
         """Rows [y0, y1) and columns [x0, x1) as native-endian float32.
 
         Whole rows are read with one positioned read from the file rather
         than through the memory map, so the pages do not stay mapped into the
         process: resident memory stays at the size of one band however large
         the image is.
+
+        ``buffer``: read into this reused memory (float32 images without
+        BSCALE/BZERO: byte-swapped in place, no copy); the array returned
+        then lives in the buffer and the next read into it overwrites it.
         """
         ny, nx = self.shape
         y0, y1 = max(y0, 0), min(y1, ny)
@@ -115,12 +138,25 @@ class SkyImage:
             return self._physical(np.asarray(self.data[y0:y1, x0:x1]))
         dtype = self.data.dtype
         count = (y1 - y0) * nx
+        offset = self.plane_offset + y0 * nx * dtype.itemsize
+        in_place = buffer is not None and dtype.kind == "f" and dtype.itemsize == 4 and self.bscale == 1.0 \
+            and self.bzero == 0.0
         with open(self.path, "rb", buffering=0) as handle:
-            raw = os.pread(handle.fileno(), count * dtype.itemsize, self.plane_offset + y0 * nx * dtype.itemsize)
-        if len(raw) != count * dtype.itemsize:
+            if in_place:
+                raw = buffer.take(count * dtype.itemsize)
+                got = os.preadv(handle.fileno(), [raw], offset)
+            else:
+                raw = os.pread(handle.fileno(), count * dtype.itemsize, offset)
+                got = len(raw)
+        if got != count * dtype.itemsize:
             raise ImageError(self.path, f"short read of rows {y0}..{y1} (truncated file?)")
         rows = np.frombuffer(raw, dtype=dtype).reshape(y1 - y0, nx)
-        return self._physical(rows[:, x0:x1])
+        if not in_place:
+            return self._physical(rows[:, x0:x1])
+        if not dtype.isnative:
+            rows.byteswap(inplace=True)
+            rows = rows.view(dtype.newbyteorder("="))
+        return rows[:, x0:x1]
 
     def values_at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Pixel values at integer 0-based (x, y), reading only those pixels."""

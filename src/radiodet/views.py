@@ -44,7 +44,7 @@ from PIL import Image
 from .atomic import atomic_directory, write_json
 from .configuration import schema_config
 from .errors import ConfigError, InputError
-from .images import open_image
+from .images import BandBuffer, open_image
 from .logs import Progress
 from .schema import read_parquet_metadata
 from .workers import forked_pool
@@ -95,10 +95,25 @@ def _stretch(config: ViewConfig):
         raise ConfigError(f"unknown views.stretch {config.stretch!r}; use {', '.join(stretches)}") from None
 
 
-def scale(data: np.ndarray, vmin: float, vmax: float, config: ViewConfig) -> np.ndarray:
-    """Data -> float32 in [0, 1] (clipped interval, then stretch); NaN -> 0."""
-    normed = ManualInterval(vmin, vmax)(np.nan_to_num(data, nan=vmin), clip=True)
-    return _stretch(config)(normed, clip=True).astype(np.float32)
+def scale(data: np.ndarray, vmin: float, vmax: float, config: ViewConfig, *, out: np.ndarray | None = None,
+          stretch=None) -> np.ndarray:
+    """Data -> float32 in [0, 1] (clipped interval, then stretch); NaN -> 0.
+
+    ``out``: a float32 array of the shape of ``data`` (float32 too) to
+    compute in, returned; ``stretch``: ``_stretch(config)`` made once by a
+    caller scaling many cutouts. The values are the same either way: the
+    same ufuncs on the same float32 values, in place.
+    """
+    stretch = stretch or _stretch(config)
+    if out is None:
+        normed = ManualInterval(vmin, vmax)(np.nan_to_num(data, nan=vmin), clip=True)
+        return stretch(normed, clip=True).astype(np.float32)
+    if data.dtype != np.float32 or out.dtype != np.float32:
+        raise TypeError(f"in-place scaling takes float32 data and output, not {data.dtype} and {out.dtype}")
+    np.copyto(out, data)
+    np.nan_to_num(out, copy=False, nan=vmin)
+    ManualInterval(vmin, vmax)(out, clip=True, out=out)
+    return stretch(out, clip=True, out=out)
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -118,13 +133,24 @@ def write_png(path: Path, pixels: np.ndarray, compress_level: int) -> None:
     if compress_level:
         Image.fromarray(pixels, mode="L").save(path, format="PNG", compress_level=compress_level)
         return
-    height, width = pixels.shape
-    rows = np.zeros((height, width + 1), dtype=np.uint8)  # each row: its filter byte, then its pixels
+    rows = _filtered_rows(pixels.shape)
     rows[:, 1:] = pixels
+    _write_stored_png(path, rows)
+
+
+def _filtered_rows(shape: tuple[int, int]) -> np.ndarray:
+    """A (height, width + 1) uint8 array of zeros: each row its filter byte (0, None), then its pixels."""
+    height, width = shape
+    return np.zeros((height, width + 1), dtype=np.uint8)
+
+
+def _write_stored_png(path: Path, rows: np.ndarray) -> None:
+    """Write a level-0 PNG from :func:`_filtered_rows` holding the pixels (see :func:`write_png`)."""
+    height, width = rows.shape[0], rows.shape[1] - 1
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8 bits, greyscale, deflate, no interlace
     with open(path, "wb") as handle:
         handle.write(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
-                     + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 0)) + _png_chunk(b"IEND", b""))
+                     + _png_chunk(b"IDAT", zlib.compress(rows.data, 0)) + _png_chunk(b"IEND", b""))
 
 
 def _npy_header(shape: tuple[int, ...], dtype) -> bytes:
@@ -139,32 +165,53 @@ def _npy_header(shape: tuple[int, ...], dtype) -> bytes:
 Band = tuple[int, int, list[tuple[str, int, int]]]
 
 
+class _Workspace:
+    """Arrays reused from one cutout of a shape to the next (fresh ones cost a page fault per 4 KiB)."""
+
+    def __init__(self, shape: tuple[int, int]):
+        self.scaled = np.empty(shape, dtype=np.float32)
+        self.grey = np.empty(shape, dtype=np.float32)
+        self.rows = _filtered_rows(shape)  # the level-0 PNG's rows; pixels in rows[:, 1:]
+        self.pixels = self.rows[:, 1:]
+        self.npy_header = _npy_header(shape, np.float32)
+
+
 def _write_bands(image_path: Path, plane: tuple[int, ...] | None, bands: list[Band], out_dir: Path,
                  vmin: float, vmax: float, config: ViewConfig) -> int:
     """Write the views of the cutouts in ``bands`` into ``out_dir``, reading each band of the parent once."""
-    npy_headers: dict[tuple[int, int], bytes] = {}
+    workspaces: dict[tuple[int, int], _Workspace] = {}
+    stretch = _stretch(config)
+    band_buffer = BandBuffer()
     written = 0
     with open_image(image_path, plane=plane) as image:
         for y0, y1, cutouts in bands:
             x_start, x_stop = min(c[1] for c in cutouts), max(c[2] for c in cutouts)
-            band = image.read(y0, y1, x_start, x_stop)
+            band = image.read(y0, y1, x_start, x_stop, buffer=band_buffer)
             if band.shape[0] != y1 - y0:
                 raise InputError(image.path, f"rows {y0}..{y1} of a cutout lie outside the image "
                                              f"({image.shape[1]} x {image.shape[0]}): not the image that was cut?")
             for cutout_id, x0, x1 in cutouts:
                 # the cutout FITS file's pixels: the same float32 values, cut from the same rows
-                scaled = scale(band[:, x0 - x_start:x1 - x_start], vmin, vmax, config)
+                data = band[:, x0 - x_start:x1 - x_start]
+                work = workspaces.get(data.shape)
+                if work is None:
+                    work = workspaces[data.shape] = _Workspace(data.shape)
+                scaled = scale(data, vmin, vmax, config, out=work.scaled, stretch=stretch)
                 if "png" in config.formats:
-                    write_png(out_dir / f"{cutout_id}.png", np.round(scaled * 255).astype(np.uint8),
-                              config.png_compress_level)
+                    # round(255 x scaled) as uint8, as np.round(scaled * 255).astype(np.uint8) gives it
+                    np.multiply(scaled, 255, out=work.grey)
+                    np.round(work.grey, out=work.grey)
+                    np.copyto(work.pixels, work.grey, casting="unsafe")
+                    if config.png_compress_level:
+                        write_png(out_dir / f"{cutout_id}.png", np.ascontiguousarray(work.pixels),
+                                  config.png_compress_level)
+                    else:
+                        _write_stored_png(out_dir / f"{cutout_id}.png", work.rows)
                 if "npy" in config.formats:
                     # np.save's bytes; its header, the same for every cutout of the shape, formatted once
-                    header = npy_headers.get(scaled.shape)
-                    if header is None:
-                        header = npy_headers[scaled.shape] = _npy_header(scaled.shape, scaled.dtype)
                     with open(out_dir / f"{cutout_id}.npy", "wb") as handle:
-                        handle.write(header)
-                        handle.write(np.ascontiguousarray(scaled).data)
+                        handle.write(work.npy_header)
+                        handle.write(scaled.data)
                 written += 1
     return written
 
