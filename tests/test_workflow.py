@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -261,6 +262,22 @@ def test_the_bench_waits_for_the_inodes_of_many_deleted_files_only(tmp_path, mon
     assert (tmp_path / "many").exists() and len(slept) == 1
     deletions.finish()
     assert not (tmp_path / "many").exists()
+
+
+def test_the_bench_counts_the_machines_busy_core_seconds():
+    """A busy loop's own CPU time shows in the machine's busy core-seconds, not in its I/O wait."""
+    import resource
+
+    from radiodet.bench_dataset import machine_cpu_seconds
+
+    before, own_before = machine_cpu_seconds(), resource.getrusage(resource.RUSAGE_SELF)
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline:
+        sum(i * i for i in range(10_000))
+    after, own_after = machine_cpu_seconds(), resource.getrusage(resource.RUSAGE_SELF)
+    own = own_after.ru_utime + own_after.ru_stime - own_before.ru_utime - own_before.ru_stime
+    assert own > 0.3 and after["busy"] - before["busy"] >= 0.8 * own
+    assert after["iowait"] >= before["iowait"]
 
 
 def _tree(directory: Path) -> dict[str, str]:

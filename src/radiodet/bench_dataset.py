@@ -239,6 +239,23 @@ def stage_timing(benchmarks: Path, stage: str) -> dict:
             "jobs": len(files), "parts": len(parts), "job_seconds": round(sum(seconds), 3)}
 
 
+def machine_cpu_seconds() -> dict[str, float]:
+    """Core-seconds the whole machine has spent busy and waiting for I/O since boot (``/proc/stat``).
+
+    Busy is everything but idle and iowait: the benchmark's jobs, the
+    PostgreSQL server they start, the kernel's writeback; the difference over
+    a run, against cores x wall, tells whether the build was short of CPU.
+    Zeros where there is no ``/proc/stat``.
+    """
+    try:
+        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return {"busy": 0.0, "iowait": 0.0}
+    hz = os.sysconf("SC_CLK_TCK")
+    idle, iowait = ticks[3], ticks[4]
+    return {"busy": (sum(ticks[:8]) - idle - iowait) / hz, "iowait": iowait / hz}
+
+
 def run_workflow(directory: Path, info: dict, repo: Path, cores: int, max_per_job: int | None = None) -> dict:
     survey = f"bench-{info['side']}"
     command = _snakemake(directory, _config(directory, info, survey, max_per_job), repo, cores)
@@ -247,17 +264,19 @@ def run_workflow(directory: Path, info: dict, repo: Path, cores: int, max_per_jo
     dry_seconds = time.monotonic() - started
     if dry.returncode:
         raise RuntimeError(dry.stdout[-2000:] + dry.stderr[-2000:])
-    started = time.monotonic()
+    started, cpu_before = time.monotonic(), machine_cpu_seconds()
     done = subprocess.run(command, capture_output=True, text=True,
                           env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"})
-    total = time.monotonic() - started
+    total, cpu_after = time.monotonic() - started, machine_cpu_seconds()
     if done.returncode:
         raise RuntimeError(done.stdout[-3000:] + done.stderr[-5000:])
     benchmarks = directory / "results" / survey / "benchmarks"
     stages = {stage: stage_timing(benchmarks, stage) for stage in STAGES}
     summary = json.loads((directory / "results" / survey / "coco_summary.json").read_text())
     index = json.loads((directory / "results" / survey / "index" / "index.json").read_text())
+    busy, iowait = (cpu_after[k] - cpu_before[k] for k in ("busy", "iowait"))
     return {"stages": stages, "total_seconds": round(total, 1), "dry_run_seconds": round(dry_seconds, 2),
+            "busy_core_seconds": round(busy, 1), "iowait_core_seconds": round(iowait, 1),
             "cutouts": index["cutouts"], "pairs": index["pairs"],
             "annotations": sum(summary["annotations"].values()), "survey": survey}
 
@@ -434,6 +453,12 @@ def _print_scale(scale, info, disk, run, image_bytes) -> None:
     core = sum(run["stages"][s]["seconds"] for s in ("ingest", "index", "filter"))
     print(f"ingest + index + filter: {core:.1f} s; whole run (Snakemake, all stages): {run['total_seconds']} s "
           f"= {run['total_seconds'] / copy:.1f} x the copy; dry run {run['dry_run_seconds']} s")
+    if run.get("busy_core_seconds"):
+        cores = os.cpu_count() or 1
+        print(f"the machine's cores were busy {run['busy_core_seconds']} core-s during the run "
+              f"({run['busy_core_seconds'] / (cores * run['total_seconds']):.0%} of {cores} x the wall; "
+              f"{run['iowait_core_seconds']} core-s waiting for I/O): with every core busy the wall can be no "
+              f"shorter than {run['busy_core_seconds'] / cores:.1f} s")
 
 
 def _print_one_job(entry) -> None:
