@@ -541,6 +541,10 @@ def load_and_assign(engine: sa.Engine, sources: pd.DataFrame | Callable[[], pd.D
                   cutouts.assign(survey=survey))
         _build_indexes(conn, cutouts_part, bound, ["survey", "cutout_id"], gist=tuple(SHAPE_COLUMNS))
         _attach(conn, cutouts_part, f"{q}.cutouts", bound)
+        # the plans of the ownership query and the join need the new partition's row counts and the
+        # extents' statistics (without them the ownership of 200 small fields took 8.2 s instead of 0.2 s);
+        # autovacuum analyses the rest for a user's own queries
+        conn.execute(sa.text(f"ANALYZE {cutouts_part} (survey, field, owned, extent)"))
         log.info("sources and %d cutout footprints in place in %.1f s", len(cutouts), time.monotonic() - t0)
         if centres is not None and points is not None and centres["field"].nunique() > 1:
             conn.execute(sa.text("CREATE TEMP TABLE tmp_fields (field text, lon double precision, "
@@ -568,9 +572,6 @@ def load_and_assign(engine: sa.Engine, sources: pd.DataFrame | Callable[[], pd.D
             log.info("ownership: %d of %d cutouts lie (partly) where another field's centre is nearer; "
                      "dropped (%.1f s)", lost, len(cutouts), time.monotonic() - t0)
         conn.execute(sa.text(f"ANALYZE {points_part}"))
-        # the join's plan needs the cutouts' row counts, not their polygons' statistics;
-        # autovacuum analyses the rest for a user's own queries
-        conn.execute(sa.text(f"ANALYZE {cutouts_part} (survey, field, owned)"))
         t0 = time.monotonic()
         conn.execute(sa.text(f"CREATE TABLE {assignments_part} (LIKE {q}.assignments INCLUDING DEFAULTS)"))
         # In each field's plane: for every owned cutout, the points of its field that
