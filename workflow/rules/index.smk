@@ -17,7 +17,7 @@ rule index_sources:
         "../envs/postgis.yaml"
     params:
         survey=SURVEY,
-        images=[(field, FIELDS.loc[field, "image"]) for field in FIELD_NAMES],
+        fields=FIELD_NAMES,  # the images' fields, in the same order
         database=config["database"],
         margin_px=config["index"]["margin_px"],
     script:
