@@ -283,46 +283,46 @@ def test_each_survey_is_a_partition_with_its_indexes_and_reindexing_one_keeps_th
         load_and_assign(engine, sources, cutouts, survey="x'; DROP TABLE y; --", schema="radiodet_parts")
 
 
-def test_tables_of_the_unpartitioned_layout_are_replaced_with_a_warning(field_across_ra_zero, engine, caplog):
+#: tables of earlier layouts: (the tables, the DDL that makes them with an 'old' row, how the warning names them)
+_EARLIER_LAYOUTS = {
+    "sources_and_assignments": (
+        ("sources", "assignments"),
+        "CREATE TABLE {s}.sources (survey text, source_id bigint, ra float8, dec float8, "
+        "position geography(POINT, 4326), PRIMARY KEY (survey, source_id)); CREATE TABLE {s}.assignments "
+        "(survey text, source_id bigint, cutout_id text, PRIMARY KEY (survey, source_id, cutout_id)); "
+        "INSERT INTO {s}.sources VALUES ('old', 1, 0, 0, NULL)",
+        "assignments and sources"),
+    "cutouts": (
+        ("cutouts",),
+        "CREATE TABLE {s}.cutouts (survey text, cutout_id text, field text NOT NULL, split text NOT NULL, "
+        "footprint geography(POLYGON, 4326) NOT NULL, PRIMARY KEY (survey, cutout_id)); "
+        "INSERT INTO {s}.cutouts VALUES ('old', 'c', 'f', 'train', 'POLYGON((0 0, 1 0, 1 1, 0 0))')",
+        "cutouts"),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(_EARLIER_LAYOUTS))
+def test_tables_of_an_unpartitioned_layout_are_replaced_with_a_warning(layout, field_across_ra_zero, engine, caplog):
+    tables, ddl, named = _EARLIER_LAYOUTS[layout]
+    schema = f"radiodet_old_{layout}"
     _, manifest_path, sources = field_across_ra_zero
     cutouts, _ = _footprints([manifest_path], 2.0)
     with engine.begin() as conn:
-        conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS postgis; DROP SCHEMA IF EXISTS radiodet_old CASCADE; "
-                             "CREATE SCHEMA radiodet_old; CREATE TABLE radiodet_old.sources (survey text, "
-                             "source_id bigint, ra float8, dec float8, position geography(POINT, 4326), "
-                             "PRIMARY KEY (survey, source_id)); CREATE TABLE radiodet_old.assignments "
-                             "(survey text, source_id bigint, cutout_id text, PRIMARY KEY (survey, source_id, "
-                             "cutout_id)); INSERT INTO radiodet_old.sources VALUES ('old', 1, 0, 0, NULL)"))
+        conn.execute(sa.text(f"CREATE EXTENSION IF NOT EXISTS postgis; DROP SCHEMA IF EXISTS {schema} CASCADE; "
+                             f"CREATE SCHEMA {schema}; " + ddl.format(s=schema)))
     with caplog.at_level("WARNING", logger="radiodet.index"):
-        assigned, _ = load_and_assign(engine, sources, cutouts, survey="new", schema="radiodet_old")
-    assert "earlier version" in caplog.text and "assignments and sources" in caplog.text
+        assigned, _ = load_and_assign(engine, sources, cutouts, survey="new", schema=schema)
+    assert "earlier version" in caplog.text and f"{named} made by" in caplog.text
     assert len(assigned) > 0
     with engine.connect() as conn:
         kinds = dict(conn.execute(sa.text(
             "SELECT c.relname, c.relkind FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = 'radiodet_old' AND c.relname IN ('sources', 'assignments')")).fetchall())
-        assert kinds == {"sources": "p", "assignments": "p"}
-        assert conn.execute(sa.text("SELECT count(*) FROM radiodet_old.sources WHERE survey = 'old'")).scalar() == 0
-
-
-def test_an_unpartitioned_cutouts_table_is_replaced_with_a_warning(field_across_ra_zero, engine, caplog):
-    _, manifest_path, sources = field_across_ra_zero
-    cutouts, _ = _footprints([manifest_path], 2.0)
-    with engine.begin() as conn:
-        conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS postgis; DROP SCHEMA IF EXISTS radiodet_old2 CASCADE; "
-                             "CREATE SCHEMA radiodet_old2; CREATE TABLE radiodet_old2.cutouts (survey text, "
-                             "cutout_id text, field text NOT NULL, split text NOT NULL, "
-                             "footprint geography(POLYGON, 4326) NOT NULL, PRIMARY KEY (survey, cutout_id)); "
-                             "INSERT INTO radiodet_old2.cutouts VALUES ('old', 'c', 'f', 'train', "
-                             "'POLYGON((0 0, 1 0, 1 1, 0 0))')"))
-    with caplog.at_level("WARNING", logger="radiodet.index"):
-        assigned, _ = load_and_assign(engine, sources, cutouts, survey="new", schema="radiodet_old2")
-    assert "earlier version" in caplog.text and "cutouts made by" in caplog.text and len(assigned) > 0
-    with engine.connect() as conn:
-        assert conn.execute(sa.text(
-            "SELECT relkind FROM pg_class WHERE oid = 'radiodet_old2.cutouts'::regclass")).scalar() == "p"
-        assert conn.execute(sa.text("SELECT count(*) FROM radiodet_old2.cutouts WHERE survey = 'old'")).scalar() == 0
-        assert conn.execute(sa.text("SELECT count(*) FROM radiodet_old2.cutouts WHERE survey = 'new'")).scalar() \
+            "WHERE n.nspname = :s AND c.relname IN :t").bindparams(sa.bindparam("t", expanding=True)),
+            {"s": schema, "t": list(tables)}).fetchall())
+        assert kinds == dict.fromkeys(tables, "p")
+        for table in tables:
+            assert conn.execute(sa.text(f"SELECT count(*) FROM {schema}.{table} WHERE survey = 'old'")).scalar() == 0
+        assert conn.execute(sa.text(f"SELECT count(*) FROM {schema}.cutouts WHERE survey = 'new'")).scalar() \
             == len(cutouts)
 
 
