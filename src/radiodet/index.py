@@ -138,9 +138,9 @@ def _drop_old_layout(conn: sa.Connection, schema: str, q: str) -> None:
     old = [name for name in ("assignments", "cutouts", "sources") if kinds.get(name, "p") != "p"
            or (name == "sources" and with_position)]
     if old:
+        named = old[0] if len(old) == 1 else f"{', '.join(old[:-1])} and {old[-1]}"
         log.warning("database schema %s: %s made by an earlier version dropped; they held only derived rows: "
-                    "rerun the index job of any other survey kept in this schema", schema,
-                    " and ".join([", ".join(old[:-1]), old[-1]] if len(old) > 1 else old))
+                    "rerun the index job of any other survey kept in this schema", schema, named)
         conn.execute(sa.text(f"DROP VIEW IF EXISTS {q}.sky_sources"))
         conn.execute(sa.text(f"DROP TABLE {', '.join(f'{q}.{name}' for name in old)}"))
 
