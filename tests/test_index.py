@@ -23,7 +23,17 @@ from radiodet.db import (
     validate_identifier,
 )
 from radiodet.errors import ConfigError
-from radiodet.index import SHAPE_COLUMNS, _footprints, _with_fields_sorted, build_index, load_and_assign, stage_sources
+from radiodet.index import (
+    SHAPE_COLUMNS,
+    _cell_keys,
+    _cutout_cells,
+    _footprints,
+    _partition,
+    _with_fields_sorted,
+    build_index,
+    load_and_assign,
+    stage_sources,
+)
 from radiodet.manifest import field_wcs
 
 pytestmark = pytest.mark.postgis
@@ -40,6 +50,16 @@ def brute_force_assignment(sources: pd.DataFrame, manifest_path, margin_px: floa
                   & (y >= row.y0 - 0.5 - margin_px) & (y <= row.y1 - 0.5 + margin_px))
         pairs |= {(int(s), row.cutout_id) for s in sources["source_id"].to_numpy()[inside]}
     return pairs
+
+
+def test_cutout_cells_are_every_cell_of_each_box():
+    frame = pd.DataFrame({"cutout_id": ["a", "b", "c"], "cell_x0": [-2, 5, 7], "cell_x1": [0, 5, 8],
+                          "cell_y0": [3, -1, -4], "cell_y1": [4, -1, -2]})
+    got = _cutout_cells(frame)
+    expected = [(c, int(_cell_keys(np.int64(x), np.int64(y)))) for c, x0, x1, y0, y1 in frame.itertuples(index=False)
+                for x in range(x0, x1 + 1) for y in range(y0, y1 + 1)]
+    assert len(expected) == 6 + 1 + 6 and len(set(k for _, k in expected)) == len(expected)
+    assert sorted(zip(got["cutout_id"], got["cell"].astype(int))) == sorted(expected)
 
 
 @pytest.fixture
@@ -62,11 +82,18 @@ def field_across_ra_zero(tmp_path):
     return path, tmp_path / "manifest.parquet", sources
 
 
-def test_join_across_ra_zero_matches_pixel_arithmetic(field_across_ra_zero, postgis_url, tmp_path):
+@pytest.mark.parametrize("cell_pixels", [64, 3])
+def test_join_across_ra_zero_matches_pixel_arithmetic(cell_pixels, field_across_ra_zero, postgis_url, tmp_path,
+                                                      monkeypatch):
+    """The join grid's default cells (128", 2-3 per cutout side) and fine ones (6", 35 per side)."""
+    import radiodet.index
+
+    monkeypatch.setattr(radiodet.index, "CELL_PIXELS", cell_pixels)
     sources_path, manifest_path, sources = field_across_ra_zero
     assert (sources["ra"] > 359).any() and (sources["ra"] < 1).any()
-    summary = build_index(sources_path, [manifest_path], tmp_path / "a.parquet", tmp_path / "a.json", survey="wrap",
-                          database_url=postgis_url, private_dir=tmp_path / "unused", margin_px=2.0)
+    summary = build_index(sources_path, [manifest_path], tmp_path / "a.parquet", tmp_path / "a.json",
+                          survey=f"wrap{cell_pixels}", database_url=postgis_url, private_dir=tmp_path / "unused",
+                          margin_px=2.0)
     got = pd.read_parquet(tmp_path / "a.parquet")
     pairs = set(zip(got["source_id"].astype(int), got["cutout_id"]))
     expected = brute_force_assignment(sources, manifest_path, 2.0)
@@ -139,8 +166,6 @@ def _relations(engine, survey_hash_part: str) -> set[str]:
 def test_staged_sources_become_the_partitions_with_the_same_join(field_across_ra_zero, postgis_url, engine,
                                                                   tmp_path, caplog):
     """RA 0 inside the field: the plane from the image header is the plane from the manifest."""
-    from radiodet.index import _partition
-
     sources_path, manifest_path, sources = field_across_ra_zero
     staged = stage_sources(sources_path, [("zero", tmp_path / "zero.fits")], tmp_path / "staged.json",
                            survey="staged", database_url=postgis_url, private_dir=tmp_path / "unused",
@@ -219,7 +244,7 @@ def test_reindexing_never_duplicates_rows(field_across_ra_zero, engine):
     with engine.connect() as conn:
         indexes = {r[0] for r in conn.execute(sa.text(
             "SELECT indexdef FROM pg_indexes WHERE schemaname = 'radiodet_test'"))}
-    assert sum("source_points USING gist" in i and "position" in i for i in indexes) == 1
+    assert not any("source_points USING gist" in i for i in indexes)  # the join hashes the points' cells
     assert sum("cutouts USING gist" in i and "plane_footprint" in i for i in indexes) == 1
 
 
@@ -268,17 +293,18 @@ def test_each_survey_is_a_partition_with_its_indexes_and_reindexing_one_keeps_th
             "SELECT tablename, indexdef FROM pg_indexes WHERE schemaname = 'radiodet_parts'")).fetchall()
         for part in _partitions(conn, "radiodet_parts", "source_points"):
             defs = [d for t, d in indexes if t == part]
-            assert any("USING gist (\"position\")" in d for d in defs) and any("UNIQUE" in d for d in defs), defs
+            assert len(defs) == 1 and "UNIQUE" in defs[0], defs  # the primary key only
         for part in _partitions(conn, "radiodet_parts", "cutouts"):
             defs = [d for t, d in indexes if t == part]
             assert all(any(f"USING gist ({c})" in d for d in defs) for c in SHAPE_COLUMNS), defs
         # re-indexing replaced the survey's cutouts with a new table: no dead rows left behind
         assert _partition_oid(conn, "cutouts", "alpha") != alpha_cutouts
-        # the planner finds a survey's points through its partition's GiST index
+        # the planner reads a survey's points from its partition only
         plan = "\n".join(r[0] for r in conn.execute(sa.text(
             "EXPLAIN SELECT count(*) FROM radiodet_parts.source_points WHERE survey = 'alpha' AND "
             "ST_DWithin(position, ST_MakePoint(0, 0), 10)")))
-        assert "Index" in plan and "beta" not in plan, plan
+        alpha, beta = (_partition("source_points", s) for s in ("alpha", "beta.2"))
+        assert alpha in plan and beta not in plan, plan
     with pytest.raises(ConfigError, match="survey"):
         load_and_assign(engine, sources, cutouts, survey="x'; DROP TABLE y; --", schema="radiodet_parts")
 
@@ -292,6 +318,14 @@ _EARLIER_LAYOUTS = {
         "(survey text, source_id bigint, cutout_id text, PRIMARY KEY (survey, source_id, cutout_id)); "
         "INSERT INTO {s}.sources VALUES ('old', 1, 0, 0, NULL)",
         "assignments and sources"),
+    "source_points_without_cells": (
+        ("source_points",),
+        "CREATE TABLE {s}.source_points (survey text, field text, source_id bigint, "
+        "position geometry(POINT, 0) NOT NULL, PRIMARY KEY (survey, field, source_id)) PARTITION BY LIST (survey); "
+        "CREATE INDEX ON {s}.source_points USING gist (position); "
+        "CREATE TABLE {s}.source_points_old PARTITION OF {s}.source_points FOR VALUES IN ('old'); "
+        "INSERT INTO {s}.source_points VALUES ('old', 'f', 1, 'POINT(0 0)')",
+        "source_points"),
     "cutouts": (
         ("cutouts",),
         "CREATE TABLE {s}.cutouts (survey text, cutout_id text, field text NOT NULL, split text NOT NULL, "

@@ -313,13 +313,15 @@ def index_tables(schema: str) -> tuple[sa.MetaData, dict[str, sa.Table]]:
         sa.Column("dec", sa.Float(53), nullable=False),
         postgresql_partition_by="LIST (survey)",
     )
-    # each source near a field, in that field's gnomonic plane (radiodet.index)
+    # each source near a field, in that field's gnomonic plane, and the grid cell
+    # of the plane holding it: the join's hash key (radiodet.index), so no GiST index
     source_points = sa.Table(
         "source_points", meta,
         sa.Column("survey", sa.Text, primary_key=True),
         sa.Column("field", sa.Text, primary_key=True),
         sa.Column("source_id", sa.BigInteger, primary_key=True),
-        sa.Column("position", Geometry("POINT", srid=0, spatial_index=True), nullable=False),
+        sa.Column("cell", sa.BigInteger, nullable=False),
+        sa.Column("position", Geometry("POINT", srid=0, spatial_index=False), nullable=False),
         postgresql_partition_by="LIST (survey)",
     )
     cutouts = sa.Table(
@@ -428,8 +430,14 @@ def binary_copy_records(columns: dict[str, np.ndarray | str | PlanarPoints]) -> 
     return records.tobytes()
 
 
-def copy_binary(conn: sa.Connection, table: str, columns: list[str], chunks: Iterable[bytes]) -> None:
-    """COPY rows in binary format (``chunks`` from :func:`binary_copy_records`) into ``table`` (trusted name)."""
+def copy_binary(conn: sa.Connection, table: str, columns: list[str], chunks: Iterable[bytes], *,
+                freeze: bool = False) -> None:
+    """COPY rows in binary format (``chunks`` from :func:`binary_copy_records`) into ``table`` (trusted name).
+
+    ``freeze``: write the rows frozen (``COPY ... FREEZE``; ``table`` must be
+    created in this transaction), so the first scan (an index build, the
+    join) need not set and write back every page's hint bits.
+    """
     stream = io.BytesIO()
     stream.write(_COPY_BINARY_HEADER)
     for chunk in chunks:
@@ -439,8 +447,8 @@ def copy_binary(conn: sa.Connection, table: str, columns: list[str], chunks: Ite
     raw = conn.connection.dbapi_connection
     with raw.cursor() as cursor:
         # large reads: a few GIL acquisitions, so a COPY in a thread runs beside Python work
-        cursor.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT binary)", stream,
-                           size=1 << 24)
+        cursor.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT binary"
+                           f"{', FREEZE' if freeze else ''})", stream, size=1 << 24)
 
 
 def copy_rows(conn: sa.Connection, table: str, columns: list[str], frame: pd.DataFrame) -> None:
