@@ -45,9 +45,10 @@ as the survey's partitions (a bulk load into tables with live indexes was
 the index stage's main cost). Re-indexing drops the survey's old
 partitions, which also replaces a ``DELETE`` of millions of rows, and leaves
 no dead rows behind (the cutouts' once made each later ``ANALYZE`` read a
-1.2 GB table after 35 runs). Tables of an earlier layout (unpartitioned, or
-``sources`` with a geography column) are dropped with a warning: they hold
-only rows derived from the workflow's files.
+1.2 GB table after 35 runs). Tables of an earlier layout (unpartitioned,
+``sources`` with a geography column, or ``source_points`` without the join
+grid's ``cell``) are dropped with a warning: they hold only rows derived
+from the workflow's files.
 
 The sources' half of that work needs no cutout: in the workflow a job
 (:func:`stage_sources`, rule ``index_sources``) loads and indexes them into
@@ -671,7 +672,7 @@ def load_and_assign(engine: sa.Engine, sources: pd.DataFrame | Callable[[], pd.D
         conn.execute(sa.text("SET LOCAL work_mem = '128MB'"))
         pairs = copy_query(
             conn, f"INSERT INTO {assignments_part} (survey, source_id, cutout_id) "
-                  f"SELECT c.survey, p.source_id, c.cutout_id FROM tmp_cells AS k "
+                  "SELECT c.survey, p.source_id, c.cutout_id FROM tmp_cells AS k "
                   f"JOIN {q}.cutouts AS c ON c.survey = {bound} AND c.cutout_id = k.cutout_id "
                   f"JOIN {points_part} AS p ON p.cell = k.cell "
                   "WHERE c.owned AND ST_Covers(c.plane_footprint, p.position) RETURNING source_id, cutout_id",
