@@ -26,7 +26,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 from astropy.io import fits
 
 from .atomic import atomic_directory, atomic_path
@@ -151,7 +151,7 @@ def _first_sampled_row(next_sample_row: int, y0: int, stride: int) -> int:
 def make_cutouts(image_path: str | Path, out_dir: str | Path, manifest_path: str | Path,
                  sample_path: str | Path, *, field: str, config: CutoutConfig,
                  regions: dict[str, list[dict]] | None = None, plane: tuple[int, ...] | None = None,
-                 beam: Beam | None = None, part: int = 0, parts: int = 1) -> pd.DataFrame:
+                 beam: Beam | None = None, part: int = 0, parts: int = 1) -> pa.Table:
     """Cut ``image_path`` into FITS files under ``out_dir``; write the manifest.
 
     Parameters
@@ -184,8 +184,9 @@ def make_cutouts(image_path: str | Path, out_dir: str | Path, manifest_path: str
 
     Returns
     -------
-    pandas.DataFrame
-        The manifest. All outputs appear atomically: the cutout directory is
+    pyarrow.Table
+        The manifest (an Arrow table: the job has no other use for pandas,
+        whose import took a third of a small part's time). All outputs appear atomically: the cutout directory is
         renamed into place after its last file is complete, then the sample
         and the manifest.
     """
@@ -276,7 +277,8 @@ def make_cutouts(image_path: str | Path, out_dir: str | Path, manifest_path: str
         sample = sample[np.isfinite(sample)].astype(np.float32)
         with atomic_path(sample_path, suffix=".npy") as tmp:
             np.save(tmp, sample)
-        manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
+        columns = pa.schema([(name, kind) for name, (kind, _, _) in MANIFEST_COLUMNS.items()])
+        manifest = pa.Table.from_pylist(rows, schema=columns)
         write_parquet(manifest, manifest_path, columns=MANIFEST_COLUMNS, metadata={
             "image": str(image.path), "field": field, "shape": [ny, nx], "plane": list(image.plane),
             "wcs_header": image.wcs.to_header_string(relax=True),

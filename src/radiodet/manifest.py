@@ -13,9 +13,9 @@ pixels [x0, x1) lie at x0 - 0.5 and x1 - 0.5.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 from astropy.io import fits
 
@@ -23,6 +23,9 @@ from .errors import ImageError
 from .geometry import normalise_ra
 from .images import Beam, celestial_wcs
 from .schema import read_parquet_metadata
+
+if TYPE_CHECKING:  # imported where it is used: the cutout and view jobs never need it
+    import pandas as pd
 
 __all__ = ["MANIFEST_COLUMNS", "field_wcs", "field_beam", "field_shape", "read_manifests", "footprints",
            "format_polygon", "cutout_dir_in_manifest"]
@@ -81,6 +84,8 @@ def read_manifests(manifest_paths, ownership_path: str | Path | None = None) -> 
     ``ownership_path`` is the index stage's ``cutouts.parquet``: cutouts where
     another field's centre is nearer (overlapping mosaics) are left out.
     """
+    import pandas as pd
+
     paths = manifest_paths.values() if isinstance(manifest_paths, dict) else manifest_paths
     manifest = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
     if ownership_path is not None:

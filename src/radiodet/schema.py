@@ -41,14 +41,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .atomic import atomic_path
 from .errors import InputError
+
+if TYPE_CHECKING:  # pandas is imported where it is used: the cutout and view jobs never need it
+    import pandas as pd
 
 __all__ = ["SOURCE_COLUMNS", "write_parquet", "read_units", "read_parquet_metadata",
            "read_sources", "read_pairs", "key_index", "rows_of_field", "FieldPairs", "field_pairs", "take_or_nan"]
@@ -77,29 +80,35 @@ def _field(name: str, dtype: pa.DataType, unit: str, description: str) -> pa.Fie
     return pa.field(name, dtype, metadata={"unit": unit, "description": description})
 
 
-def write_parquet(df: pd.DataFrame, path: str | Path, *, columns: dict[str, tuple[pa.DataType, str, str]] | None = None,
-                  metadata: dict | None = None) -> None:
+def write_parquet(df: pd.DataFrame | pa.Table, path: str | Path, *,
+                  columns: dict[str, tuple[pa.DataType, str, str]] | None = None, metadata: dict | None = None) -> None:
     """Write ``df`` to ``path`` atomically with units in the field metadata.
 
     Parameters
     ----------
+    df : pandas.DataFrame or pyarrow.Table
+        The rows (a stage that has no other use for pandas builds an Arrow
+        table and need not import it).
     columns : dict, optional
         ``name -> (arrow type, unit, description)`` for columns to type and
-        document; other columns keep pandas' inferred type and get no unit.
+        document; other columns keep their inferred (pandas) or given (Arrow)
+        type and get no unit.
     metadata : dict, optional
         JSON-serialisable file-level metadata, stored under ``radiodet``.
     """
     columns = columns or {}
+    arrow = isinstance(df, pa.Table)
     fields = []
-    for name in df.columns:
+    for name in (df.column_names if arrow else df.columns):
         if name in columns:
             fields.append(_field(name, *columns[name]))
+        elif arrow:
+            fields.append(df.schema.field(name))
         else:
-            inferred = pa.Schema.from_pandas(df[[name]], preserve_index=False).field(name)
-            fields.append(inferred)
+            fields.append(pa.Schema.from_pandas(df[[name]], preserve_index=False).field(name))
     stamp = json.dumps({"schema_version": SCHEMA_VERSION, **(metadata or {})})
     schema = pa.schema(fields, metadata={"radiodet": stamp})
-    table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
+    table = df.cast(schema) if arrow else pa.Table.from_pandas(df, schema=schema, preserve_index=False)
     # dictionary pages for ids, labels and strings; floats (positions, fluxes) rarely repeat, and
     # trying a dictionary for each float column cost a fifth of the write (zstd squeezes them as well)
     dictionary = [field.name for field in table.schema if not pa.types.is_floating(field.type)]
@@ -137,6 +146,8 @@ def read_sources(path: str | Path, columns: list[str] | None = None) -> pd.DataF
     if missing:
         raise ValueError(f"{path}: no column(s) {', '.join(missing)}: the catalogue was written by an older "
                          "version of radiodet; remake it with `snakemake --forcerun ingest`")
+    import pandas as pd
+
     return pd.read_parquet(path, columns=columns)
 
 
@@ -158,6 +169,8 @@ def key_index(keys, *, path: str | Path, column: str) -> pd.Index:
     A key column that is not unique is an error naming the file. Build it
     once per table: hashing millions of keys is the lookup's main cost.
     """
+    import pandas as pd
+
     index = pd.Index(keys)
     if not index.is_unique:
         raise InputError(path, f"{column} is not unique")

@@ -29,7 +29,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+import pyarrow.parquet as pq
 from astropy.visualization import (
     AsinhStretch,
     AsymmetricPercentileInterval,
@@ -220,11 +220,10 @@ def _write_bands(image_path: Path, plane: tuple[int, ...] | None, bands: list[Ba
 _CHUNK = 256
 
 
-def _bands(manifest: pd.DataFrame) -> list[Band]:
-    """The manifest's cutouts grouped by their rows (y0, y1), in manifest order."""
+def _bands(manifest: dict[str, list]) -> list[Band]:
+    """The manifest's cutouts (its columns as lists) grouped by their rows (y0, y1), in manifest order."""
     groups: dict[tuple[int, int], list[tuple[str, int, int]]] = {}
-    for cutout_id, x0, y0, x1, y1 in zip(manifest["cutout_id"], manifest["x0"].tolist(), manifest["y0"].tolist(),
-                                         manifest["x1"].tolist(), manifest["y1"].tolist()):
+    for cutout_id, x0, y0, x1, y1 in zip(*(manifest[c] for c in ("cutout_id", "x0", "y0", "x1", "y1"))):
         groups.setdefault((y0, y1), []).append((cutout_id, x0, x1))
     return [(y0, y1, cutouts) for (y0, y1), cutouts in groups.items()]
 
@@ -285,7 +284,10 @@ def write_views(manifest_path: str | Path, sample_path: str | Path, out_dir: str
         unit) and stretch, so the mapping can be inverted.
     """
     manifest_path = Path(manifest_path)
-    manifest = pd.read_parquet(manifest_path)
+    # the columns as lists, through Arrow: this job has no other use for pandas (its import took a
+    # fifth of a part's time)
+    manifest = pq.read_table(manifest_path, columns=["cutout_id", "x0", "y0", "x1", "y1"]).to_pydict()
+    n_cutouts = len(manifest["cutout_id"])
     unknown = set(config.formats) - {"png", "npy"}
     if unknown:
         raise ConfigError(f"unknown views.formats {sorted(unknown)}; use png and/or npy")
@@ -294,7 +296,7 @@ def write_views(manifest_path: str | Path, sample_path: str | Path, out_dir: str
     vmin, vmax = field_interval(sample, config)
     log.info("field interval %s: [%.4g, %.4g] (from %d sampled pixels), stretch %s", config.interval,
              vmin, vmax, sample.size, config.stretch)
-    progress = Progress("views", len(manifest), unit="cutouts")
+    progress = Progress("views", n_cutouts, unit="cutouts")
     chunks: list[list[Band]] = [[]]
     in_chunk = 0
     for band in _bands(manifest):
@@ -321,7 +323,7 @@ def write_views(manifest_path: str | Path, sample_path: str | Path, out_dir: str
             "vmin": vmin, "vmax": vmax, "unit": "image BUNIT", "interval": config.interval,
             "percentiles": list(config.percentiles), "stretch": config.stretch, "asinh_a": config.asinh_a,
             "log_a": config.log_a, "formats": list(config.formats), "pixel_sample_size": int(sample.size),
-            "n_cutouts": int(len(manifest)),
+            "n_cutouts": int(n_cutouts),
             "orientation": "array row 0 = FITS row 0 (unflipped; south up in an image viewer)"})
     progress.finish()
-    return len(manifest)
+    return n_cutouts
