@@ -141,3 +141,25 @@ def test_ingest_report_is_json_serialisable(tmp_path):
     report = ingest(SDC1 / "TrainingSet_B5_v2_ML.txt", "sdc1_training", tmp_path / "o.parquet", class_ids=CLASSES)
     assert json.loads(json.dumps(report.as_dict()))["rows_written"] == 30
     assert catalogues.formats()["sdc1_training"].header_lines == 18
+
+
+def test_categorical_string_columns_are_written_as_their_strings(tmp_path):
+    """write_parquet decodes categoricals typed as strings in Arrow; the file is the one object strings give."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from radiodet.schema import write_parquet
+
+    ids = np.array(["f_x00205_y00000", "f_x00000_y00000", None, "f_x00000_y00205"], dtype=object)
+    columns = {"source_id": (pa.int64(), "", "id"), "cutout_id": (pa.string(), "", "cutout"),
+               "snr": (pa.float64(), "", "snr")}
+    frame = pd.DataFrame({"source_id": np.arange(4, dtype=np.int64), "cutout_id": ids,
+                          "snr": [1.5, np.nan, 3.0, 4.0], "keep": [True, False, True, True]})
+    write_parquet(frame, tmp_path / "object.parquet", columns=columns, metadata={"k": 1})
+    write_parquet(frame.astype({"cutout_id": "category"}), tmp_path / "coded.parquet", columns=columns,
+                  metadata={"k": 1})
+    plain, coded = pq.read_table(tmp_path / "object.parquet"), pq.read_table(tmp_path / "coded.parquet")
+    assert coded.schema.field("cutout_id").type == pa.string()
+    assert coded.schema.field("keep").type == pa.bool_() and read_units(tmp_path / "coded.parquet")["snr"] == ""
+    assert coded.equals(plain) and coded.column("cutout_id").to_pylist() == list(ids)
+    assert read_parquet_metadata(tmp_path / "coded.parquet")["k"] == 1

@@ -98,6 +98,9 @@ def write_parquet(df: pd.DataFrame | pa.Table, path: str | Path, *,
     """
     columns = columns or {}
     arrow = isinstance(df, pa.Table)
+    if not arrow:
+        df = _decoded_categoricals(df, columns)
+        arrow = isinstance(df, pa.Table)
     fields = []
     for name in (df.column_names if arrow else df.columns):
         if name in columns:
@@ -114,6 +117,35 @@ def write_parquet(df: pd.DataFrame | pa.Table, path: str | Path, *,
     dictionary = [field.name for field in table.schema if not pa.types.is_floating(field.type)]
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd", use_dictionary=dictionary)
+
+
+def _decoded_categoricals(df: pd.DataFrame, columns: dict[str, tuple[pa.DataType, str, str]]
+                          ) -> pd.DataFrame | pa.Table:
+    """``df`` as an Arrow table when it has categorical columns typed as plain strings in ``columns``, else ``df``.
+
+    Arrow decodes such a column from its codes and categories: millions of
+    (source, cutout) pairs name a few thousand cutouts, and converting the
+    Python strings instead took most of writing an SDC1 field's pairs. The
+    other columns convert as ``pa.Table.from_pandas`` would convert them.
+    """
+    import pandas as pd
+
+    decode = [name for name in df.columns if isinstance(df[name].dtype, pd.CategoricalDtype)
+              and name in columns and pa.types.is_string(columns[name][0])]
+    if not decode:
+        return df
+    arrays = []
+    for name in df.columns:
+        if name in decode:
+            column = df[name]
+            dictionary = pa.array(column.cat.categories.to_numpy(object), pa.string())
+            codes = pa.array(column.cat.codes.to_numpy(), mask=column.isna().to_numpy())
+            arrays.append(pa.DictionaryArray.from_arrays(codes, dictionary).cast(pa.string()))
+        else:
+            kind = columns[name][0] if name in columns else None
+            arrays.append(pa.Table.from_pandas(df[[name]], schema=None if kind is None else pa.schema([(name, kind)]),
+                                               preserve_index=False).column(0).combine_chunks())
+    return pa.table(arrays, names=list(df.columns))
 
 
 def read_units(path: str | Path) -> dict[str, str]:
