@@ -314,12 +314,14 @@ def index_tables(schema: str) -> tuple[sa.MetaData, dict[str, sa.Table]]:
         postgresql_partition_by="LIST (survey)",
     )
     # each source near a field, in that field's gnomonic plane, and the grid cell
-    # of the plane holding it: the join's hash key (radiodet.index), so no GiST index
+    # of the plane holding it: the join's hash key (radiodet.index). No index at all:
+    # the join hashes the cells, and a (source, field) twice would break the
+    # assignments' primary key (a primary key here cost the staging job 3.7 s)
     source_points = sa.Table(
         "source_points", meta,
-        sa.Column("survey", sa.Text, primary_key=True),
-        sa.Column("field", sa.Text, primary_key=True),
-        sa.Column("source_id", sa.BigInteger, primary_key=True),
+        sa.Column("survey", sa.Text, nullable=False),
+        sa.Column("field", sa.Text, nullable=False),
+        sa.Column("source_id", sa.BigInteger, nullable=False),
         sa.Column("cell", sa.BigInteger, nullable=False),
         sa.Column("position", Geometry("POINT", srid=0, spatial_index=False), nullable=False),
         postgresql_partition_by="LIST (survey)",

@@ -149,8 +149,9 @@ def _drop_old_layout(conn: sa.Connection, schema: str, q: str) -> None:
     """Drop ``sources``/``source_points``/``assignments``/``cutouts`` tables of an earlier layout (with a warning).
 
     Earlier layouts: not partitioned by survey, ``sources`` holding the
-    geography column the join once used, or ``source_points`` without the
-    join grid's cell (with the GiST index the join once used).
+    geography column the join once used, ``source_points`` without the
+    join grid's cell (with the GiST index the join once used) or with a
+    primary key (a partition without one cannot be attached to it).
     """
     kinds = dict(conn.execute(sa.text(
         "SELECT c.relname, c.relkind FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
@@ -160,9 +161,13 @@ def _drop_old_layout(conn: sa.Connection, schema: str, q: str) -> None:
         "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = :schema "
         "AND (table_name, column_name) IN (('sources', 'position'), ('source_points', 'cell'))"),
         {"schema": schema}).fetchall())
+    points_key = conn.execute(sa.text(
+        "SELECT count(*) FROM pg_constraint AS k JOIN pg_class AS c ON c.oid = k.conrelid JOIN pg_namespace AS n "
+        "ON n.oid = c.relnamespace WHERE n.nspname = :schema AND c.relname = 'source_points' AND k.contype = 'p'"),
+        {"schema": schema}).scalar()
     old = [name for name in ("assignments", "cutouts", "source_points", "sources")
            if kinds.get(name, "p") != "p" or (name == "sources" and ("sources", "position") in columns)
-           or (name == "source_points" and name in kinds and (name, "cell") not in columns)]
+           or (name == "source_points" and name in kinds and ((name, "cell") not in columns or points_key))]
     if old:
         named = old[0] if len(old) == 1 else f"{', '.join(old[:-1])} and {old[-1]}"
         log.warning("database schema %s: %s made by an earlier version dropped; they held only derived rows: "
@@ -171,13 +176,15 @@ def _drop_old_layout(conn: sa.Connection, schema: str, q: str) -> None:
         conn.execute(sa.text(f"DROP TABLE {', '.join(f'{q}.{name}' for name in old)}"))
 
 
-def _build_indexes(conn: sa.Connection, part: str, bound: str, key: list[str], gist: tuple[str, ...] = ()) -> None:
-    """Build a loaded partition-to-be's primary key (and a GiST index per ``gist`` column), its survey CHECK.
+def _build_indexes(conn: sa.Connection, part: str, bound: str, key: list[str] | None,
+                   gist: tuple[str, ...] = ()) -> None:
+    """Build a loaded partition-to-be's primary key (``key``, if any; a GiST index per ``gist`` column), its CHECK.
 
     The CHECK constraint spares :func:`_attach` a scan of the rows; the
     indexes built here become the partitions of the parent's indexes.
     """
-    conn.execute(sa.text(f"ALTER TABLE {part} ADD PRIMARY KEY ({', '.join(key)})"))
+    if key:
+        conn.execute(sa.text(f"ALTER TABLE {part} ADD PRIMARY KEY ({', '.join(key)})"))
     for column in gist:
         conn.execute(sa.text(f"CREATE INDEX ON {part} USING gist ({column})"))
     conn.execute(sa.text(f"ALTER TABLE {part} ADD CHECK (survey = {bound})"))
@@ -460,10 +467,9 @@ def _load_sources(conn: sa.Connection, names: _Names, sources_table: str, points
     copy_binary(conn, points_table, ["field", "source_id", "cell", "position"], point_chunks, freeze=True)
     del point_chunks
     t2 = time.monotonic()
-    _build_indexes(conn, points_table, names.bound, ["survey", "field", "source_id"])
+    _build_indexes(conn, points_table, names.bound, None)  # no index: see radiodet.db.index_tables
     log.info("sources: %d rows loaded and indexed in %.1f s, beside their projection into the fields' planes "
-             "(%.1f s); %d points in the planes in %.1f s, their primary key in %.1f s",
-             len(sources), t_sources, t_project, len(planar), t2 - t1, time.monotonic() - t2)
+             "(%.1f s); %d points in the planes in %.1f s", len(sources), t_sources, t_project, len(planar), t2 - t1)
 
 
 def _stage_lock(schema: str, survey: str) -> int:
