@@ -237,12 +237,13 @@ def make_cutouts(image_path: str | Path, out_dir: str | Path, manifest_path: str
                     next_sample_row = y1
                 for i, tile in enumerate(band_tiles):
                     data = band[:, tile.x0 - bx0:tile.x1 - bx0]
-                    nan_fraction = float(np.count_nonzero(~np.isfinite(data))) / data.size
+                    finite = np.isfinite(data)
+                    nan_fraction = float(data.size - np.count_nonzero(finite)) / data.size
                     if nan_fraction >= 1.0 or nan_fraction > config.max_nan_fraction:
                         dropped_nan += 1
                         progress.advance()
                         continue
-                    rms, median = robust_rms(data)
+                    rms, median = robust_rms(data, finite)
                     cutout_id = f"{field}_x{tile.x0:05d}_y{tile.y0:05d}"
                     if writer is None:
                         template = cutout_header(image, tile, cutout_id=cutout_id, field=field)
