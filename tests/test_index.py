@@ -507,3 +507,36 @@ def test_pairs_come_back_in_code_point_order_whatever_the_collation():
     assert out["source_id"].dtype == np.int64 and out["cutout_id"].dtype == "category"
     with pytest.raises(ValueError, match="cutouts table does not hold"):
         _with_fields_sorted(pd.DataFrame({"source_id": [1], "cutout_id": ["elsewhere"]}), cutouts)
+
+
+def test_the_index_of_a_field_s_parts_equals_the_index_of_the_gathered_field(tmp_path, postgis_url):
+    """The workflow indexes a field cut by several jobs from its parts' manifests, before they are gathered."""
+    from radiodet.ingest import ingest
+    from radiodet.parts import gather_cutouts
+
+    config = CutoutConfig(size=205)
+    parts = [tmp_path / "parts" / f"{k:03d}" for k in range(3)]
+    for k, d in enumerate(parts):
+        make_cutouts(SDC1_IMAGE, d / "fits", d / "manifest.parquet", d / "s.npy", field="a", config=config,
+                     part=k, parts=3)
+    gathered = tmp_path / "a"
+    gather_cutouts([d / "manifest.parquet" for d in parts], [d / "s.npy" for d in parts], gathered / "fits",
+                   gathered / "manifest.parquet", gathered / "s.npy")
+    # a second field over the same sky: ownership goes to "a" (the same centre; the name sorts first)
+    make_cutouts(SDC1_IMAGE, tmp_path / "b" / "fits", tmp_path / "b" / "manifest.parquet", tmp_path / "b" / "s.npy",
+                 field="b", config=config)
+    ingest(SDC1_TRUTH, "sdc1_truth", tmp_path / "src.parquet", class_ids={1, 2, 3})
+    outputs = {}
+    for name, manifests in (("parts", [d / "manifest.parquet" for d in parts]),
+                            ("gathered", [gathered / "manifest.parquet"])):
+        build_index(tmp_path / "src.parquet", [*manifests, tmp_path / "b" / "manifest.parquet"],
+                    tmp_path / f"{name}.parquet", tmp_path / f"{name}.json", survey="sdc1_parts",
+                    database_url=postgis_url, private_dir=tmp_path / "unused", margin_px=2.0,
+                    cutouts_output=tmp_path / f"{name}_cutouts.parquet")
+        outputs[name] = (pd.read_parquet(tmp_path / f"{name}.parquet"),
+                         pd.read_parquet(tmp_path / f"{name}_cutouts.parquet"))
+    pd.testing.assert_frame_equal(outputs["parts"][0], outputs["gathered"][0])
+    pd.testing.assert_frame_equal(outputs["parts"][1], outputs["gathered"][1])
+    pairs, ownership = outputs["parts"]
+    assert len(pairs) > 15000 and set(pairs["field"]) == {"a"}
+    assert ownership.groupby("field")["owned"].all().to_dict() == {"a": True, "b": False}

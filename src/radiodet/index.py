@@ -268,17 +268,31 @@ def _check_radius(path, radius: float) -> None:
                                f"handles fields up to {MAX_FIELD_RADIUS_DEG:g} deg in radius (split the image)")
 
 
+def _manifests_by_field(manifest_paths: list[Path]) -> dict[str, list[Path]]:
+    """Field -> its manifests, the fields in the order they first come: a field's own, or its parts' in part order.
+
+    The index job of a field cut by several jobs reads the parts' manifests
+    (:mod:`radiodet.parts`): it need not wait for them to be gathered.
+    """
+    fields: dict[str, list[Path]] = {}
+    for path in manifest_paths:
+        fields.setdefault(read_parquet_metadata(path)["field"], []).append(Path(path))
+    return fields
+
+
 def _footprints(manifest_paths: list[Path], margin_px: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Cutout polygons (grown, exact, grown in the field's plane) and the 5 ownership test points of each cutout.
 
-    Field k (in the order given) is projected about its image centre and
-    shifted by k x :data:`PLANE_STRIDE_ARCSEC` along x; its radius is the
-    farthest grown footprint vertex from the centre. The frame also holds
-    each cutout's join-grid cells (:data:`CELL_COLUMNS`).
+    Field k (in the order the manifests first name it; the manifests of a
+    field's parts concatenate to its own) is projected about its image
+    centre and shifted by k x :data:`PLANE_STRIDE_ARCSEC` along x; its
+    radius is the farthest grown footprint vertex from the centre. The frame
+    also holds each cutout's join-grid cells (:data:`CELL_COLUMNS`).
     """
     frames, points = [], []
-    for k, path in enumerate(manifest_paths):
-        manifest = pd.read_parquet(path)
+    for k, paths in enumerate(_manifests_by_field(manifest_paths).values()):
+        path = paths[0]
+        manifest = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
         wcs = field_wcs(path)
         ra0, dec0 = _plane_centre(wcs, field_shape(path))
         shift = k * PLANE_STRIDE_ARCSEC
@@ -381,8 +395,7 @@ def field_centres(manifest_paths: list[Path], given: dict[str, tuple[float, floa
                   ) -> pd.DataFrame:
     """Centre (RA, Dec) of each field: as given (field table), else the image centre."""
     rows = []
-    for path in manifest_paths:
-        field = read_parquet_metadata(path)["field"]
+    for field, (path, *_) in _manifests_by_field(manifest_paths).items():
         if given and given.get(field) is not None:
             ra, dec = given[field]
         else:
@@ -736,7 +749,8 @@ def build_index(sources_path: str | Path, manifest_paths: list[str | Path],
     sources_path : str or Path
         The ingested catalogue (RA, Dec in degrees).
     manifest_paths : list of str or Path
-        Every field's cutout manifest.
+        Every field's cutout manifest, or the manifests of its parts (in part
+        order) where several jobs cut it.
     output, summary_path : str or Path
         Assignments (Parquet, one row per (source, cutout) pair) and the
         JSON summary (counts, seconds).
@@ -786,7 +800,7 @@ def build_index(sources_path: str | Path, manifest_paths: list[str | Path],
                                               stage_token=stage_token)
     if assigned.empty:
         catalogue = read_parquet_metadata(sources_path).get("source_file", str(sources_path))
-        images = ", ".join(sorted(str(read_parquet_metadata(p)["image"]) for p in manifest_paths))
+        images = ", ".join(sorted({str(read_parquet_metadata(p)["image"]) for p in manifest_paths}))
         message = (f"no source of the catalogue {catalogue} ({n_sources} rows) falls in any cutout of "
                    f"{images}: the image(s) and the catalogue do not overlap")
         if not allow_empty:

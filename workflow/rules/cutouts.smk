@@ -3,7 +3,8 @@
 # A field of at most cutouts.max_per_job cutouts is cut by one job (rule cutouts,
 # then rule views). A bigger one is cut by one job per part, a run of whole rows
 # of cutouts (rules cutouts_part, views_part), and the parts are gathered into
-# the same field outputs (rules cutouts_gather, views_gather: hard links).
+# the same field outputs (rules cutouts_gather, views_gather: hard links). The index
+# reads the parts' manifests (common.smk: get_index_manifests) and need not wait.
 
 
 rule cutouts:

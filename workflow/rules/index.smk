@@ -29,7 +29,7 @@ rule index:
     input:
         sources=rules.ingest.output.sources,
         staged=rules.index_sources.output.staged,
-        manifests=get_manifests,
+        manifests=get_index_manifests,
     output:
         assignments=f"{RESULTS}/index/assignments.parquet",
         cutouts=f"{RESULTS}/index/cutouts.parquet",
