@@ -46,6 +46,8 @@ def _assert_same_cutouts(one: Path, gathered: Path) -> None:
     pd.testing.assert_frame_equal(pd.read_parquet(gathered / "manifest.parquet"),
                                   pd.read_parquet(one / "manifest.parquet"))
     assert read_parquet_metadata(gathered / "manifest.parquet") == read_parquet_metadata(one / "manifest.parquet")
+    # byte for byte, as make bench compares them
+    assert (gathered / "manifest.parquet").read_bytes() == (one / "manifest.parquet").read_bytes()
     np.testing.assert_array_equal(np.load(gathered / "sample.npy"), np.load(one / "sample.npy"))
 
 

@@ -20,7 +20,8 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from .atomic import atomic_directory, atomic_path, link_files, write_json
 from .errors import ImageError
@@ -64,7 +65,7 @@ def _part_metadata(manifest_paths: list[Path]) -> list[dict]:
 
 
 def gather_cutouts(part_manifests: list[str | Path], part_samples: list[str | Path], fits_dir: str | Path,
-                   manifest_path: str | Path, sample_path: str | Path) -> pd.DataFrame:
+                   manifest_path: str | Path, sample_path: str | Path) -> pa.Table:
     """The field's cutout directory, manifest and pixel sample from its parts.
 
     Parameters
@@ -80,32 +81,36 @@ def gather_cutouts(part_manifests: list[str | Path], part_samples: list[str | Pa
 
     Returns
     -------
-    pandas.DataFrame
-        The manifest. The outputs appear like the cutout stage's: the
-        directory first, then the sample, then the manifest.
+    pyarrow.Table
+        The manifest, written as the cutout stage writes one (an Arrow table:
+        the files of one job and of the gathered parts are the same bytes).
+        The outputs appear like the cutout stage's: the directory first, then
+        the sample, then the manifest.
     """
     part_manifests = [Path(p) for p in part_manifests]
     fits_dir, manifest_path = Path(fits_dir), Path(manifest_path)
     metadata = _part_metadata(part_manifests)
-    frames = [pd.read_parquet(path) for path in part_manifests]
-    manifest = pd.concat(frames, ignore_index=True)
-    if manifest.empty:
+    frames = [pq.read_table(path) for path in part_manifests]
+    manifest = pa.concat_tables(frames)
+    if manifest.num_rows == 0:
         raise ImageError(metadata[0]["image"], f"no cutout in any of the {len(frames)} parts: every tile is NaN "
                                                "beyond cutouts.max_nan_fraction (an all-NaN image?)")
     relative_dir = cutout_dir_in_manifest(fits_dir, manifest_path)
     prefix = "" if relative_dir == Path(".") else f"{relative_dir}/"  # what str(relative_dir / name) gives
-    names = [os.path.basename(file) for file in manifest["file"]]
-    sources = [os.path.join(path.parent, file) for path, frame in zip(part_manifests, frames) for file in frame["file"]]
+    names = [os.path.basename(file) for file in manifest.column("file").to_pylist()]
+    sources = [os.path.join(path.parent, file) for path, frame in zip(part_manifests, frames)
+               for file in frame.column("file").to_pylist()]
     with atomic_directory(fits_dir) as tmp_dir:
         link_files(zip(sources, [os.path.join(tmp_dir, name) for name in names]))
-    manifest["file"] = [prefix + name for name in names]
+    manifest = manifest.set_column(manifest.schema.get_field_index("file"), "file",
+                                   pa.array([prefix + name for name in names], pa.string()))
     sample = np.concatenate([np.load(p) for p in part_samples]).astype(np.float32)
     with atomic_path(sample_path, suffix=".npy") as tmp:
         np.save(tmp, sample)
     field_metadata = {k: v for k, v in metadata[0].items() if k not in ("part", "schema_version")}
     field_metadata["tiles_dropped_nan"] = sum(int(m["tiles_dropped_nan"]) for m in metadata)
     write_parquet(manifest, manifest_path, columns=MANIFEST_COLUMNS, metadata=field_metadata)
-    log.info("gathered %d cutouts of field %s from %d parts into %s and %s", len(manifest),
+    log.info("gathered %d cutouts of field %s from %d parts into %s and %s", manifest.num_rows,
              field_metadata.get("field"), len(frames), fits_dir, manifest_path)
     return manifest
 
