@@ -167,3 +167,41 @@ def test_gathered_files_are_hard_links_and_copies_where_links_fail(tmp_path, mon
     assert all(d.stat().st_ino != s.stat().st_ino for s, d in zip(sources, copied))
     with pytest.raises(FileExistsError):
         atomic.link_files([(sources[0], copied[0])])
+
+
+def test_a_gathered_manifest_of_many_pages_is_the_one_job_s_byte_for_byte(tmp_path):
+    """Parts of thousands of cutouts: Parquet pages (1 MB) must not break where the parts do."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from radiodet.manifest import MANIFEST_COLUMNS
+    from radiodet.schema import write_parquet
+
+    rng = np.random.default_rng(0)
+    n = 5000  # 2.4 MB of footprint text: three pages
+    ids = [f"f_x{i % 100 * 205:05d}_y{i // 100 * 205:05d}" for i in range(n)]
+    numbers = {name: rng.integers(0, 30000, n) for name, (kind, _, _) in MANIFEST_COLUMNS.items()
+               if pa.types.is_integer(kind)}
+    floats = {name: rng.normal(size=n) for name, (kind, _, _) in MANIFEST_COLUMNS.items() if pa.types.is_floating(kind)}
+    text = {"cutout_id": ids, "field": ["f"] * n, "split": ["train"] * n, "file": [f"fits/{i}.fits" for i in ids],
+            "footprint": [", ".join(f"{v:.9f}" for v in rng.uniform(0, 360, 34)) for _ in range(n)]}
+    columns = {**text, **numbers, **floats}
+    whole = pa.table({name: columns[name] for name in MANIFEST_COLUMNS})
+    metadata = {"field": "f", "image": "f.fits", "tiles_dropped_nan": 0}
+    write_parquet(whole, tmp_path / "one.parquet", columns=MANIFEST_COLUMNS, metadata=metadata)
+    parts = []
+    for k, rows in enumerate((slice(0, 1700), slice(1700, 3100), slice(3100, n))):
+        d = tmp_path / f"{k:03d}"
+        (d / "fits").mkdir(parents=True)
+        for name in ids[rows]:
+            (d / "fits" / f"{name}.fits").write_bytes(b"")
+        write_parquet(whole.slice(rows.start, rows.stop - rows.start), d / "manifest.parquet",
+                      columns=MANIFEST_COLUMNS, metadata={**metadata, "part": [k, 3]})
+        np.save(d / "sample.npy", np.zeros(3, np.float32))
+        parts.append(d)
+    gather_cutouts([d / "manifest.parquet" for d in parts], [d / "sample.npy" for d in parts],
+                   tmp_path / "gathered" / "fits", tmp_path / "gathered" / "manifest.parquet", tmp_path / "sample.npy")
+    row_group = pq.read_metadata(tmp_path / "one.parquet").row_group(0)
+    footprint = row_group.column(list(MANIFEST_COLUMNS).index("footprint"))
+    assert footprint.path_in_schema == "footprint" and footprint.total_uncompressed_size > 2_000_000
+    assert (tmp_path / "gathered" / "manifest.parquet").read_bytes() == (tmp_path / "one.parquet").read_bytes()

@@ -91,7 +91,7 @@ def gather_cutouts(part_manifests: list[str | Path], part_samples: list[str | Pa
     fits_dir, manifest_path = Path(fits_dir), Path(manifest_path)
     metadata = _part_metadata(part_manifests)
     frames = [pq.read_table(path) for path in part_manifests]
-    manifest = pa.concat_tables(frames)
+    manifest = pa.concat_tables(frames).combine_chunks()  # one chunk, as one job writes it
     if manifest.num_rows == 0:
         raise ImageError(metadata[0]["image"], f"no cutout in any of the {len(frames)} parts: every tile is NaN "
                                                "beyond cutouts.max_nan_fraction (an all-NaN image?)")
