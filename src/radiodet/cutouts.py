@@ -186,9 +186,9 @@ def make_cutouts(image_path: str | Path, out_dir: str | Path, manifest_path: str
     -------
     pyarrow.Table
         The manifest (an Arrow table: the job has no other use for pandas,
-        whose import took a third of a small part's time). All outputs appear atomically: the cutout directory is
-        renamed into place after its last file is complete, then the sample
-        and the manifest.
+        whose import took a third of a small part's time). All outputs
+        appear atomically: the cutout directory is renamed into place after
+        its last file is complete, then the sample and the manifest.
     """
     out_dir = Path(out_dir)
     manifest_path = Path(manifest_path)

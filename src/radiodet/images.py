@@ -315,14 +315,15 @@ def sample_image(path: str | Path, ra, dec, *, order: int = 1) -> np.ndarray:
     return values
 
 
-def robust_rms(values: np.ndarray, finite: np.ndarray | None = None) -> tuple[float, float]:
+def robust_rms(values: np.ndarray, mask: np.ndarray | None = None) -> tuple[float, float]:
     """(1.4826 x MAD, median) of the finite values; NaN for none.
 
     Exactly ``np.median`` of the values and of their absolute deviations
-    from it (in float64), selected by :func:`_select_ranks`. ``finite``:
+    from it (in float64), selected by :func:`_select_ranks`. ``mask``:
     ``np.isfinite(values)`` where the caller has it already.
     """
-    mask = np.isfinite(values) if finite is None else finite
+    if mask is None:
+        mask = np.isfinite(values)
     finite = values.ravel() if mask.all() else values[mask]
     if finite.size == 0:
         return float("nan"), float("nan")

@@ -97,10 +97,9 @@ def write_parquet(df: pd.DataFrame | pa.Table, path: str | Path, *,
         JSON-serialisable file-level metadata, stored under ``radiodet``.
     """
     columns = columns or {}
-    arrow = isinstance(df, pa.Table)
-    if not arrow:
+    if not isinstance(df, pa.Table):
         df = _decoded_categoricals(df, columns)
-        arrow = isinstance(df, pa.Table)
+    arrow = isinstance(df, pa.Table)
     fields = []
     for name in (df.column_names if arrow else df.columns):
         if name in columns:

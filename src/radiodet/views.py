@@ -323,7 +323,7 @@ def write_views(manifest_path: str | Path, sample_path: str | Path, out_dir: str
             "vmin": vmin, "vmax": vmax, "unit": "image BUNIT", "interval": config.interval,
             "percentiles": list(config.percentiles), "stretch": config.stretch, "asinh_a": config.asinh_a,
             "log_a": config.log_a, "formats": list(config.formats), "pixel_sample_size": int(sample.size),
-            "n_cutouts": int(n_cutouts),
+            "n_cutouts": n_cutouts,
             "orientation": "array row 0 = FITS row 0 (unflipped; south up in an image viewer)"})
     progress.finish()
     return n_cutouts
