@@ -85,11 +85,12 @@ report: setup
 # Dataset stages on a synthetic SDC1-size field (generated once into benchmarks/):
 # time, peak memory and throughput per stage at 1/16, 1/4 and the full area,
 # next to this machine's disk speed; each field is then cut and viewed again in
-# one job and compared with the run's (8 parts at full size). SCALES="--scale 1/16"
+# one job and compared with the run's (8 parts at full size), and cut and viewed
+# once more in the same parts with nothing else running. SCALES="--scale 1/16"
 # for a quick look.
 SCALES ?= --scale 1/16 --scale 1/4 --scale 1
 bench: setup
-	$(BIN)/python -m radiodet.bench_dataset $(SCALES) --workdir benchmarks --compare-one-job
+	$(BIN)/python -m radiodet.bench_dataset $(SCALES) --workdir benchmarks --compare-one-job --alone
 
 # Hundreds of overlapping LoTSS-like mosaics (simulated, small): dry-run time and
 # DAG size of the whole workflow, then the dataset stages up to the index

@@ -204,7 +204,7 @@ def test_make_bench_runs_from_a_fresh_checkout_with_a_relative_workdir():
             # the field (3 x 3 cutouts) cut in 3 parts, then again in one job to compare
             done = subprocess.run([sys.executable, "-m", "radiodet.bench_dataset", "--scale", "1/4096",
                                    "--workdir", "benchmarks", "--cores", "2", "--max-per-job", "3",
-                                   "--compare-one-job"], cwd=workdir, capture_output=True,
+                                   "--compare-one-job", "--alone"], cwd=workdir, capture_output=True,
                                   text=True, timeout=900, env={**ENV, "PYTHONPATH": str(REPO / "src")})
             assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         report = json.loads((workdir / "benchmarks" / "bench.json").read_text())
@@ -221,6 +221,14 @@ def test_make_bench_runs_from_a_fresh_checkout_with_a_relative_workdir():
             timing = run["stages"][stage]
             assert (timing["parts"], timing["jobs"]) == (3, 4), timing
             assert 0 < timing["seconds"] <= timing["job_seconds"] + 0.5, timing
+        # the same parts again, alone: their own survey's benchmark files, printed beside the build's
+        alone = report["scales"]["1/4096"]["alone"]
+        for stage in ("cutouts", "views"):
+            assert (alone["stages"][stage]["parts"], alone["stages"][stage]["jobs"]) == (3, 4), alone
+            assert 0 < alone["stages"][stage]["seconds"] <= alone["seconds"], alone
+            assert multiples[f"{stage}_alone"] > 0
+        assert "with nothing else running" in done.stdout
+        assert not (workdir / "benchmarks" / "scale-1-4096" / "results" / f"{run['survey']}-alone").exists()
         one_job = report["scales"]["1/4096"]["one_job"]
         assert one_job["all_same"] and one_job["files_compared"] > 9, one_job
         assert "parts equal to one job" not in done.stdout  # printed for the full-size field only

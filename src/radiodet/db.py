@@ -38,7 +38,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
-from geoalchemy2 import Geography, Geometry
 from sqlalchemy.engine import make_url
 
 from .errors import ConfigError
@@ -294,6 +293,9 @@ def database(config_url: str | None, *, private_dir: str | Path,
 
 def index_tables(schema: str) -> tuple[sa.MetaData, dict[str, sa.Table]]:
     """SQLAlchemy tables ``fields``, ``sources``, ``cutouts``, ``assignments`` in ``schema``."""
+    # imported here: every Snakemake start reads this module (connection_url), and GeoAlchemy2 is 0.12 s of it
+    from geoalchemy2 import Geography, Geometry
+
     schema = validate_identifier(schema, "database.schema")
     meta = sa.MetaData(schema=schema)
     fields = sa.Table(
