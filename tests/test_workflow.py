@@ -231,6 +231,7 @@ def test_make_bench_runs_from_a_fresh_checkout_with_a_relative_workdir():
         assert not (workdir / "benchmarks" / "scale-1-4096" / "results" / f"{run['survey']}-alone").exists()
         one_job = report["scales"]["1/4096"]["one_job"]
         assert one_job["all_same"] and one_job["files_compared"] > 9, one_job
+        assert all((t["jobs"], t["parts"]) == (1, 0) for t in one_job["stages"].values()), one_job
         assert "parts equal to one job" not in done.stdout  # printed for the full-size field only
         assert "the same" in done.stdout
         config = yaml.safe_load((workdir / "benchmarks" / "scale-1-4096" / f"{run['survey']}.yaml").read_text())

@@ -290,17 +290,27 @@ def _digests(directory: Path) -> dict[str, str]:
             if p.is_file() and not p.name.startswith(".")}
 
 
-def compare_one_job(directory: Path, info: dict, repo: Path, cores: int, survey: str,
-                    deletions: _Deletions) -> dict:
-    """Cut and view the field again in one job (its own survey name); compare with the run in parts."""
-    one = f"{survey}-one-job"
-    command = _snakemake(directory, _config(directory, info, one, 10**9), repo, cores)
-    targets = [f"results/{one}/views/bench", f"results/{one}/cutouts/bench/manifest.parquet"]
+#: the stages a field cut in parts runs in parts (and gathers)
+SPLIT_STAGES = ("cutouts", "views")
+
+
+def _cut_and_view(directory: Path, info: dict, repo: Path, cores: int, survey: str,
+                  max_per_job: int | None) -> float:
+    """Cut and view the field alone under the survey name ``survey``; the seconds Snakemake took."""
+    command = _snakemake(directory, _config(directory, info, survey, max_per_job), repo, cores)
+    targets = [f"results/{survey}/views/bench", f"results/{survey}/cutouts/bench/manifest.parquet"]
     started = time.monotonic()
     done = subprocess.run(command + targets, capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(done.stdout[-3000:] + done.stderr[-5000:])
-    seconds = time.monotonic() - started
+    return time.monotonic() - started
+
+
+def compare_one_job(directory: Path, info: dict, repo: Path, cores: int, survey: str,
+                    deletions: _Deletions) -> dict:
+    """Cut and view the field again in one job (its own survey name); compare with the run in parts."""
+    one = f"{survey}-one-job"
+    seconds = _cut_and_view(directory, info, repo, cores, one, 10**9)
     a, b = directory / "results" / survey, directory / "results" / one
     same = {}
     for part in ("cutouts/bench/fits", "views/bench"):
@@ -308,13 +318,10 @@ def compare_one_job(directory: Path, info: dict, repo: Path, cores: int, survey:
     for name in ("manifest.parquet", "pixel_sample.npy"):
         same[name] = (a / "cutouts/bench" / name).read_bytes() == (b / "cutouts/bench" / name).read_bytes()
     files = sum(1 for _ in (b / "cutouts/bench/fits").iterdir()) + sum(1 for _ in (b / "views/bench").iterdir())
+    stages = {stage: stage_timing(b / "benchmarks", stage) for stage in SPLIT_STAGES}
     deletions.delete_at_end(b)  # not before a later scale's run (see _Deletions)
     return {"one_job_seconds": round(seconds, 1), "files_compared": files, "same": same,
-            "all_same": all(same.values())}
-
-
-#: the stages a field cut in parts runs in parts (and gathers)
-SPLIT_STAGES = ("cutouts", "views")
+            "all_same": all(same.values()), "stages": stages}
 
 
 def split_stages_alone(directory: Path, info: dict, repo: Path, cores: int, survey: str,
@@ -327,13 +334,7 @@ def split_stages_alone(directory: Path, info: dict, repo: Path, cores: int, surv
     they are. This is what a user re-running the two stages alone sees.
     """
     alone = f"{survey}-alone"
-    command = _snakemake(directory, _config(directory, info, alone, max_per_job), repo, cores)
-    targets = [f"results/{alone}/views/bench", f"results/{alone}/cutouts/bench/manifest.parquet"]
-    started = time.monotonic()
-    done = subprocess.run(command + targets, capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(done.stdout[-3000:] + done.stderr[-5000:])
-    seconds = time.monotonic() - started
+    seconds = _cut_and_view(directory, info, repo, cores, alone, max_per_job)
     benchmarks = directory / "results" / alone / "benchmarks"
     deletions.delete_at_end(directory / "results" / alone)
     return {"seconds": round(seconds, 1), "stages": {stage: stage_timing(benchmarks, stage) for stage in SPLIT_STAGES}}
@@ -506,8 +507,9 @@ def _print_one_job(entry) -> None:
     verdict = "the same" if one["all_same"] else "DIFFERENT: " + ", ".join(k for k, v in one["same"].items() if not v)
     parts = entry["run"]["stages"]["cutouts"].get("parts", 0)
     run = f"the {parts} parts' gathered output" if parts else "the run's (also one job: cutouts.max_per_job)"
-    print(f"cut and viewed again in one job ({one['one_job_seconds']} s): {one['files_compared']:,} files, the "
-          f"manifest and the pixel sample compared with {run}: {verdict}")
+    stages = ", ".join(f"{stage} {t['seconds']:.1f} s" for stage, t in one.get("stages", {}).items())
+    print(f"cut and viewed again in one job ({one['one_job_seconds']} s{': ' + stages if stages else ''}): "
+          f"{one['files_compared']:,} files, the manifest and the pixel sample compared with {run}: {verdict}")
 
 
 def _print_alone(entry) -> None:
