@@ -573,8 +573,9 @@ def _print_targets(report) -> None:
     for stage in entry.get("alone", {}).get("stages", {}):
         # the same limits, for the two stages re-run by themselves (the build's figures are the ones judged)
         key = f"{stage}_alone_vs_copy"
-        measured[key], labels[key], targets[key] = multiples[f"{stage}_alone"], \
-            f"{stage} alone / copying the image", TARGETS[f"{stage}_vs_copy"]
+        measured[key] = multiples[f"{stage}_alone"]
+        labels[key] = f"{stage} alone / copying the image"
+        targets[key] = TARGETS[f"{stage}_vs_copy"]
     print("\nfull-size targets")
     for key, target in targets.items():
         value = measured[key]
