@@ -46,7 +46,7 @@ from .geometry import (
     sky_to_pixel_covariance,
 )
 from .manifest import field_beam, field_wcs
-from .schema import field_pairs, key_index, read_pairs, read_sources, write_parquet
+from .schema import field_pairs, key_index, read_frame, read_pairs, read_sources, write_parquet
 
 __all__ = ["BOX_COLUMNS", "n_sigma_for", "pixel_ellipses", "clip_boxes", "make_boxes"]
 
@@ -162,7 +162,7 @@ def make_boxes(filtered_path: str | Path, sources_path: str | Path, manifest_pat
     manifest_columns = ["split", "x0", "y0", "width", "height"]
     frames = []
     for field, manifest_path in manifest_paths.items():
-        manifest = pd.read_parquet(manifest_path, columns=["cutout_id", *manifest_columns])
+        manifest = read_frame(manifest_path, ["cutout_id", *manifest_columns])
         wcs = field_wcs(manifest_path)
         joined = field_pairs(pairs, field, source_rows, manifest["cutout_id"], manifest_path=manifest_path)
         rows = joined.rows

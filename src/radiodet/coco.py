@@ -41,6 +41,7 @@ import shapely
 from .atomic import atomic_directory, atomic_path, link_files, write_json
 from .jsontext import json_floats, json_ints, json_rounded, rounded_json
 from .manifest import read_manifests
+from .schema import read_frame
 from .tiling import SPLITS
 from .workers import CAN_FORK, forked_pool
 
@@ -317,7 +318,7 @@ def write_coco(boxes_path: str | Path, manifest_paths: dict[str, str | Path], vi
         Images and annotations per split (also written to ``summary_path``).
     """
     out_dir = Path(out_dir)
-    boxes = pd.read_parquet(boxes_path)
+    boxes = read_frame(boxes_path)
     manifests = read_manifests(manifest_paths, ownership_path)
     unknown = set(boxes["class_id"].unique()) - set(classes)
     if unknown:

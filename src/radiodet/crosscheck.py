@@ -23,6 +23,7 @@ from .atomic import write_json
 from .catalogues import read_catalogue
 from .images import celestial_wcs
 from .manifest import field_shape, field_wcs, read_manifests
+from .schema import read_frame
 from .tiling import PixelBox
 
 __all__ = ["bright_reference", "box_coverage", "crosscheck"]
@@ -48,7 +49,7 @@ def box_coverage(ref: pd.DataFrame, boxes: pd.DataFrame, manifest_paths: dict[st
     distance = np.full(len(ref), np.inf)
     ra, dec = ref["ra"].to_numpy(), ref["dec"].to_numpy()
     for field, manifest_path in manifest_paths.items():
-        manifest = pd.read_parquet(manifest_path).set_index("cutout_id")
+        manifest = read_frame(manifest_path).set_index("cutout_id")
         for cutout_id, group in boxes[boxes["field"] == field].groupby("cutout_id"):
             header = fits.getheader(Path(manifest_path).parent / manifest.loc[cutout_id, "file"])
             x, y = celestial_wcs(header).world_to_pixel_values(ra, dec)
@@ -103,7 +104,7 @@ def crosscheck(reference_path: str | Path, fmt: str, boxes_path: str | Path, man
         sources outside every box (``source_id``, ``ra``, ``dec`` in deg).
     """
     ref = bright_reference(reference_path, fmt, min_peak_snr)
-    boxes = pd.read_parquet(boxes_path)
+    boxes = read_frame(boxes_path)
     # only reference sources inside the cut-out images count
     in_image = np.zeros(len(ref), dtype=bool)
     for manifest_path in manifest_paths.values():

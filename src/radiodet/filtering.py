@@ -36,7 +36,7 @@ from .errors import ConfigError
 from .geometry import covariance_from_ellipse, peak_to_integrated
 from .images import sample_image
 from .manifest import field_beam
-from .schema import field_pairs, key_index, read_pairs, read_sources, take_or_nan, write_parquet
+from .schema import field_pairs, key_index, read_frame, read_pairs, read_sources, take_or_nan, write_parquet
 
 __all__ = ["FILTER_COLUMNS", "filter_sources"]
 
@@ -96,7 +96,7 @@ def filter_sources(assignments_path: str | Path, sources_path: str | Path, manif
     frames = []
     noise_used: dict[str, str] = {}
     for field, manifest_path in manifest_paths.items():
-        manifest = pd.read_parquet(manifest_path, columns=["cutout_id", "rms_mad"])
+        manifest = read_frame(manifest_path, ["cutout_id", "rms_mad"])
         # left joins, row order kept: a source or cutout the tables lack gets NaN
         joined = field_pairs(pairs, field, source_rows, manifest["cutout_id"], manifest_path=manifest_path)
         sub = pd.DataFrame({"source_id": joined.source_id, "cutout_id": joined.cutout_id,

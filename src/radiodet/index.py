@@ -98,7 +98,7 @@ from .errors import ConfigError, InputError
 from .geometry import local_offsets, wrap_ra_difference
 from .images import celestial_wcs, open_image
 from .manifest import field_shape, field_wcs, footprints
-from .schema import read_parquet_metadata, read_sources, write_parquet
+from .schema import read_frame, read_parquet_metadata, read_sources, write_parquet
 
 __all__ = ["ASSIGNMENT_COLUMNS", "OWNERSHIP_COLUMNS", "build_index", "load_and_assign", "field_centres",
            "stage_sources", "image_planes"]
@@ -268,19 +268,27 @@ def _check_radius(path, radius: float) -> None:
                                f"handles fields up to {MAX_FIELD_RADIUS_DEG:g} deg in radius (split the image)")
 
 
-def _manifests_by_field(manifest_paths: list[Path]) -> dict[str, list[Path]]:
+#: manifest paths, or the field -> manifests grouping :func:`_manifests_by_field` made of them
+Manifests = list[Path] | dict[str, list[Path]]
+
+
+def _manifests_by_field(manifest_paths: Manifests) -> dict[str, list[Path]]:
     """Field -> its manifests, the fields in the order they first come: a field's own, or its parts' in part order.
 
     The index job of a field cut by several jobs reads the parts' manifests
-    (:mod:`radiodet.parts`): it need not wait for them to be gathered.
+    (:mod:`radiodet.parts`): it need not wait for them to be gathered. A
+    grouping already made is returned as it is (the field names are read
+    from each manifest's metadata, once per index job).
     """
+    if isinstance(manifest_paths, dict):
+        return manifest_paths
     fields: dict[str, list[Path]] = {}
     for path in manifest_paths:
         fields.setdefault(read_parquet_metadata(path)["field"], []).append(Path(path))
     return fields
 
 
-def _footprints(manifest_paths: list[Path], margin_px: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _footprints(manifest_paths: Manifests, margin_px: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Cutout polygons (grown, exact, grown in the field's plane) and the 5 ownership test points of each cutout.
 
     Field k (in the order the manifests first name it; the manifests of a
@@ -292,7 +300,7 @@ def _footprints(manifest_paths: list[Path], margin_px: float) -> tuple[pd.DataFr
     frames, points = [], []
     for k, paths in enumerate(_manifests_by_field(manifest_paths).values()):
         path = paths[0]
-        manifest = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+        manifest = pd.concat([read_frame(p) for p in paths], ignore_index=True)
         wcs = field_wcs(path)
         ra0, dec0 = _plane_centre(wcs, field_shape(path))
         shift = k * PLANE_STRIDE_ARCSEC
@@ -391,7 +399,7 @@ def source_points(sources: pd.DataFrame, planes: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
 
 
-def field_centres(manifest_paths: list[Path], given: dict[str, tuple[float, float] | None] | None = None
+def field_centres(manifest_paths: Manifests, given: dict[str, tuple[float, float] | None] | None = None
                   ) -> pd.DataFrame:
     """Centre (RA, Dec) of each field: as given (field table), else the image centre."""
     rows = []
@@ -784,8 +792,9 @@ def build_index(sources_path: str | Path, manifest_paths: list[str | Path],
     validate_identifier(schema, "database.schema")
     manifest_paths = [Path(p) for p in manifest_paths]
     n_sources = pq.read_metadata(sources_path).num_rows
-    cutouts, points = _footprints(manifest_paths, margin_px)
-    centre_table = field_centres(manifest_paths, centres)
+    by_field = _manifests_by_field(manifest_paths)
+    cutouts, points = _footprints(by_field, margin_px)
+    centre_table = field_centres(by_field, centres)
     stage_token = None
     if stage_path is not None:
         stage_token = _fitting_stage(json.loads(Path(stage_path).read_text()), cutouts, sources_path, n_sources,

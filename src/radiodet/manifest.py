@@ -22,7 +22,7 @@ from astropy.io import fits
 from .errors import ImageError
 from .geometry import normalise_ra
 from .images import Beam, celestial_wcs
-from .schema import read_parquet_metadata
+from .schema import read_frame, read_parquet_metadata
 
 if TYPE_CHECKING:  # imported where it is used: the cutout and view jobs never need it
     import pandas as pd
@@ -87,9 +87,9 @@ def read_manifests(manifest_paths, ownership_path: str | Path | None = None) -> 
     import pandas as pd
 
     paths = manifest_paths.values() if isinstance(manifest_paths, dict) else manifest_paths
-    manifest = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+    manifest = pd.concat([read_frame(p) for p in paths], ignore_index=True)
     if ownership_path is not None:
-        owned = pd.read_parquet(ownership_path, columns=["cutout_id", "owned"])
+        owned = read_frame(ownership_path, ["cutout_id", "owned"])
         manifest = manifest[manifest["cutout_id"].isin(owned.loc[owned["owned"], "cutout_id"])]
     return manifest.reset_index(drop=True)
 

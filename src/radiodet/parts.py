@@ -21,13 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from .atomic import atomic_directory, atomic_path, link_files, write_json
 from .errors import ImageError
 from .images import image_shape
 from .manifest import MANIFEST_COLUMNS, cutout_dir_in_manifest
-from .schema import read_parquet_metadata, write_parquet
+from .schema import read_parquet_metadata, read_table, write_parquet
 from .tiling import count_parts
 
 __all__ = ["planned_parts", "gather_cutouts", "gather_views"]
@@ -90,7 +89,7 @@ def gather_cutouts(part_manifests: list[str | Path], part_samples: list[str | Pa
     part_manifests = [Path(p) for p in part_manifests]
     fits_dir, manifest_path = Path(fits_dir), Path(manifest_path)
     metadata = _part_metadata(part_manifests)
-    frames = [pq.read_table(path) for path in part_manifests]
+    frames = [read_table(path) for path in part_manifests]
     manifest = pa.concat_tables(frames).combine_chunks()  # one chunk, as one job writes it
     if manifest.num_rows == 0:
         raise ImageError(metadata[0]["image"], f"no cutout in any of the {len(frames)} parts: every tile is NaN "

@@ -26,6 +26,7 @@ from matplotlib.patches import Rectangle  # noqa: E402
 from .atomic import atomic_directory, atomic_path  # noqa: E402
 from .geometry import pixel_jacobian  # noqa: E402
 from .manifest import field_wcs, read_manifests  # noqa: E402
+from .schema import read_frame  # noqa: E402
 
 __all__ = ["choose_cutouts", "draw_cutout", "sky_directions", "write_previews", "plot_statistics", "plot_training_loss"]
 
@@ -128,7 +129,7 @@ def write_previews(boxes_path: str | Path, manifest_paths: dict[str, str | Path]
     list of str
         The cutout ids drawn.
     """
-    boxes = pd.read_parquet(boxes_path)
+    boxes = read_frame(boxes_path)
     manifest = read_manifests(manifest_paths, ownership_path)
     chosen = choose_cutouts(manifest, boxes, n)
     with atomic_directory(out_dir) as tmp:
@@ -168,8 +169,8 @@ def plot_statistics(boxes_path: str | Path, filtered_path: str | Path, path: str
     classes : dict of int to str
         Class code -> name, for the legend.
     """
-    boxes = pd.read_parquet(boxes_path)
-    filtered = pd.read_parquet(filtered_path, columns=["snr", "keep"])
+    boxes = read_frame(boxes_path, ["split", "class_id", "bbox_w", "bbox_h"])
+    filtered = read_frame(filtered_path, ["snr", "keep"])
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), dpi=100)
     snr = filtered["snr"].to_numpy(float)
     snr = snr[np.isfinite(snr) & (snr > 0)]

@@ -18,7 +18,7 @@ import pandas as pd
 
 from .atomic import atomic_path, write_json
 from .catalogues.sdc1 import submission_frame, truth_submission, write_scorer_table
-from .schema import read_sources
+from .schema import read_frame, read_sources
 from .tiling import PixelBox, SkyBox, region_from_config
 
 __all__ = ["ACCURACY_COLUMNS", "in_regions", "sdc1_score", "score_table", "plot_completeness_precision",
@@ -229,7 +229,7 @@ def score_methods(sources_path: str | Path, manifests: dict[str, str | Path],
     coco = json.loads(Path(coco_metrics_path).read_text()) if coco_metrics_path else {}
     rows, plotted = [], {}
     for method, files in catalogues.items():
-        frames = {field: pd.read_parquet(path) for field, path in files.items()}
+        frames = {field: read_frame(path) for field, path in files.items()}
         extra = {}
         if all("score" in frame for frame in frames.values()) and calibration_regions:
             calibration_truth = region_truth(by_field, manifests, calibration_regions)

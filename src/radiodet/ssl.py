@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 
 from .manifest import field_wcs, read_manifests
-from .schema import read_sources, write_parquet
+from .schema import read_frame, read_sources, write_parquet
 from .tiling import PixelBox
 
 __all__ = ["SSL_COLUMNS", "count_sources", "build_ssl_table"]
@@ -82,11 +82,11 @@ def build_ssl_table(manifest_paths: dict[str, str | Path], ownership_path: str |
     """
     output = Path(output)
     manifest = read_manifests(manifest_paths, ownership_path)
-    pairs = pd.read_parquet(assignments_path)
+    pairs = read_frame(assignments_path)
     if min_snr is not None:
         if snr_path is None:
             raise ValueError("ssl.min_snr needs the filter stage's SNR table")
-        snr = pd.read_parquet(snr_path, columns=["source_id", "cutout_id", "snr"])
+        snr = read_frame(snr_path, ["source_id", "cutout_id", "snr"])
         pairs = pairs.merge(snr, on=["source_id", "cutout_id"], how="left")
         pairs = pairs[pairs["snr"] >= min_snr]
     sources = read_sources(sources_path, columns=["source_id", "ra", "dec"])

@@ -29,7 +29,6 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 from astropy.visualization import (
     AsinhStretch,
     AsymmetricPercentileInterval,
@@ -46,7 +45,7 @@ from .configuration import schema_config
 from .errors import ConfigError, InputError
 from .images import BandBuffer, open_image
 from .logs import Progress
-from .schema import read_parquet_metadata
+from .schema import read_parquet_metadata, read_table
 from .workers import forked_pool
 
 __all__ = ["ViewConfig", "field_interval", "scale", "write_png", "write_views"]
@@ -286,7 +285,7 @@ def write_views(manifest_path: str | Path, sample_path: str | Path, out_dir: str
     manifest_path = Path(manifest_path)
     # the columns as lists, through Arrow: this job has no other use for pandas (its import took a
     # fifth of a part's time)
-    manifest = pq.read_table(manifest_path, columns=["cutout_id", "x0", "y0", "x1", "y1"]).to_pydict()
+    manifest = read_table(manifest_path, ["cutout_id", "x0", "y0", "x1", "y1"]).to_pydict()
     n_cutouts = len(manifest["cutout_id"])
     unknown = set(config.formats) - {"png", "npy"}
     if unknown:
