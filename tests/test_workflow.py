@@ -216,6 +216,8 @@ def test_make_bench_runs_from_a_fresh_checkout_with_a_relative_workdir():
         assert multiples["whole_run"] > 0 and all(np.isfinite(v) for v in multiples.values()), multiples
         disk = report["scales"]["1/4096"]["disk"]
         assert len(disk["copy_seconds_each"]) == 3 and disk["copy_seconds"] == np.median(disk["copy_seconds_each"])
+        # root (as here and in CI) may drop the page cache: every copy and run then reads the image from the disk
+        assert disk["cache"] == ("cold" if os.geteuid() == 0 else "warm") and disk["warm_copy_seconds"] > 0, disk
         # three parts and their gathering; a stage's wall time spans its jobs, never more than their sum
         for stage in ("cutouts", "views"):
             timing = run["stages"][stage]
@@ -238,6 +240,24 @@ def test_make_bench_runs_from_a_fresh_checkout_with_a_relative_workdir():
         assert Path(config["catalogue"]["path"]).is_absolute() and Path(config["fields"]).is_absolute()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_the_bench_times_warm_copies_where_the_page_cache_cannot_be_dropped(tmp_path, monkeypatch):
+    """Not root: every copy starts with the image in memory, and says so; root: the cache is dropped first."""
+    from radiodet import bench_dataset
+
+    image = tmp_path / "field.fits"
+    image.write_bytes(os.urandom(3 << 20))
+    monkeypatch.setattr(bench_dataset, "DROP_CACHES", tmp_path / "no-such-dir" / "drop_caches")
+    assert bench_dataset.drop_page_cache() is False
+    disk = bench_dataset.disk_speed(image, 1 << 20, chunk=1 << 20)
+    assert disk["cache"] == "warm" and len(disk["copy_seconds_each"]) == 3, disk
+    assert not (tmp_path / ".disk-speed.tmp").exists() and image.stat().st_size == 3 << 20
+    drops = tmp_path / "drop_caches"
+    monkeypatch.setattr(bench_dataset, "DROP_CACHES", drops)
+    disk = bench_dataset.disk_speed(image, 1 << 20, chunk=1 << 20)
+    assert disk["cache"] == "cold" and drops.read_text() == "1\n", disk
+    assert bench_dataset.disk_speed(image, 1 << 20, chunk=1 << 20, cold=False)["cache"] == "warm"
 
 
 def test_the_bench_waits_for_the_inodes_of_many_deleted_files_only(tmp_path, monkeypatch):

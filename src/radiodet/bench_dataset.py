@@ -19,8 +19,11 @@ then runs the workflow's dataset stages on it with Snakemake (ingest, cutouts,
 views, index, filter, boxes, COCO; no training) and prints, per stage, the
 wall time, peak resident memory (Snakemake's benchmark files) and
 throughput, next to this machine's sequential write, read and copy speed for
-the image's bytes measured in the same run. A last table shows how the time
-of each stage grows with the area.
+the image's bytes measured in the same run. Each timed copy and each run
+starts with the page cache dropped where the benchmark may (root), so all
+of them read the image from the disk; elsewhere, or with ``--cache warm``,
+all of them start with the image in memory (``cache`` in ``bench.json``). A
+last table shows how the time of each stage grows with the area.
 
 A field of more than ``cutouts.max_per_job`` cutouts (``--max-per-job``; the
 config default cuts the full field in 8 parts) is cut and viewed by one job
@@ -140,28 +143,72 @@ def generate(directory: Path, scale: Fraction, *, seed: int = 7) -> dict:
 
 #: copies of the image timed per scale; the median is the one the multiples divide by
 COPIES = 3
+#: Linux's switch for dropping the clean page cache (root only)
+DROP_CACHES = Path("/proc/sys/vm/drop_caches")
 
 
-def disk_speed(path: Path, nbytes: int, chunk: int = 64 << 20) -> dict:
+def drop_page_cache() -> bool:
+    """Write dirty pages back and drop the clean page cache; False where that is not allowed (not root).
+
+    Every timed copy and run then reads the image from the disk, as a user's
+    first look at an image on a cluster's file system does, whatever an
+    earlier scale, copy or run left in memory.
+    """
+    os.sync()
+    try:
+        DROP_CACHES.write_text("1\n")
+    except OSError:
+        return False
+    return True
+
+
+def _read_through(path: Path, chunk: int = 64 << 20) -> None:
+    with open(path, "rb") as handle:
+        while handle.read(chunk):
+            pass
+
+
+def _timed_copy(path: Path, scratch: Path) -> float:
+    started = time.monotonic()
+    shutil.copyfile(path, scratch)
+    with open(scratch, "rb+") as handle:
+        os.fsync(handle.fileno())
+    seconds = round(time.monotonic() - started, 3)
+    scratch.unlink()
+    return seconds
+
+
+def disk_speed(path: Path, nbytes: int, chunk: int = 64 << 20, *, cold: bool = True) -> dict:
     """Copy of ``path`` (the median of :data:`COPIES`), then sequential write and read of ``nbytes``, in MB/s.
 
-    Each measurement starts on a quiet disk (``os.sync`` first: the writes of
-    an earlier scale's run still going out made the copy up to 3 x slower,
-    and the multiples of it that much smaller), and the copy goes to a new
-    file, as copying the image somewhere would. One copy of the same 4.3 GB
-    took from 3.6 to 34 s on the same machine, so several are timed.
+    ``cold``: each copy, and the read, starts with the page cache dropped
+    (:func:`drop_page_cache`): the image comes from the disk every time.
+    Where the cache cannot be dropped (not root), or with ``cold=False``,
+    the image is read through once untimed and every copy starts with it
+    in memory; ``cache`` says which was done, and the workflow's runs start
+    in the same state (:func:`prepare_cache`). A copy of the same image took
+    3.4 s from memory and 8.7 s from the disk on the same machine, and a
+    median of copies where only the first was cold was a warm copy or a
+    cold one depending on what earlier runs had left in memory: 3.0 to
+    11.7 s, so the multiples of it differed by 4 x between runs of the same
+    code. ``warm_copy_seconds`` is a copy with the image in memory, either way.
+
+    Each copy goes to a new file, as copying the image somewhere would, and
+    starts on a quiet disk (``os.sync``: the writes of an earlier scale's
+    run still going out made a copy up to 3 x slower).
     """
     scratch = path.parent / ".disk-speed.tmp"
+    cold = cold and drop_page_cache()
+    if not cold:
+        _read_through(path)
     copies = []
     for _ in range(COPIES):
-        os.sync()
-        started = time.monotonic()
-        shutil.copyfile(path, scratch)
-        with open(scratch, "rb+") as handle:
-            os.fsync(handle.fileno())
-        copies.append(round(time.monotonic() - started, 3))
-        scratch.unlink()
+        if not (cold and drop_page_cache()):
+            os.sync()
+        copies.append(_timed_copy(path, scratch))
     copy_s = float(np.median(copies))
+    os.sync()
+    warm_copy_s = _timed_copy(path, scratch)
     block = os.urandom(chunk)
     os.sync()
     started = time.monotonic()
@@ -171,16 +218,25 @@ def disk_speed(path: Path, nbytes: int, chunk: int = 64 << 20) -> dict:
         handle.flush()
         os.fsync(handle.fileno())
     write_s = time.monotonic() - started
+    if cold:
+        drop_page_cache()
     started = time.monotonic()
-    with open(scratch, "rb") as handle:
-        while handle.read(chunk):
-            pass
+    _read_through(scratch, chunk)
     read_s = time.monotonic() - started
     scratch.unlink()
     mb = nbytes / 1e6
     return {"bytes": nbytes, "write_MBps": round(mb / write_s, 1), "read_MBps": round(mb / read_s, 1),
-            "copy_seconds": round(copy_s, 3), "copy_seconds_each": copies,
-            "copy_MBps": round(path.stat().st_size / 1e6 / max(copy_s, 1e-6), 1)}
+            "cache": "cold" if cold else "warm", "copy_seconds": round(copy_s, 3), "copy_seconds_each": copies,
+            "copy_MBps": round(path.stat().st_size / 1e6 / max(copy_s, 1e-6), 1),
+            "warm_copy_seconds": warm_copy_s}
+
+
+def prepare_cache(cache: str, image: Path) -> None:
+    """Put the page cache in the state the copies were timed in: dropped (``cold``), or holding the image."""
+    if cache == "cold":
+        drop_page_cache()
+    else:
+        _read_through(image)
 
 
 #: a copy faster than this (a tiny test image) is taken as this long, so the multiples stay finite
@@ -260,7 +316,9 @@ def machine_cpu_seconds() -> dict[str, float]:
     return {"busy": (sum(ticks[:8]) - idle - iowait) / hz, "iowait": iowait / hz}
 
 
-def run_workflow(directory: Path, info: dict, repo: Path, cores: int, max_per_job: int | None = None) -> dict:
+def run_workflow(directory: Path, info: dict, repo: Path, cores: int, max_per_job: int | None = None,
+                 cache: str = "warm") -> dict:
+    """The dataset stages of the generated field, timed, with the page cache as ``cache`` (:func:`prepare_cache`)."""
     survey = f"bench-{info['side']}"
     command = _snakemake(directory, _config(directory, info, survey, max_per_job), repo, cores)
     started = time.monotonic()
@@ -268,6 +326,7 @@ def run_workflow(directory: Path, info: dict, repo: Path, cores: int, max_per_jo
     dry_seconds = time.monotonic() - started
     if dry.returncode:
         raise RuntimeError(dry.stdout[-2000:] + dry.stderr[-2000:])
+    prepare_cache(cache, Path(info["image"]))
     started, cpu_before = time.monotonic(), machine_cpu_seconds()
     done = subprocess.run(command, capture_output=True, text=True,
                           env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"})
@@ -295,10 +354,11 @@ SPLIT_STAGES = ("cutouts", "views")
 
 
 def _cut_and_view(directory: Path, info: dict, repo: Path, cores: int, survey: str,
-                  max_per_job: int | None) -> float:
+                  max_per_job: int | None, cache: str) -> float:
     """Cut and view the field alone under the survey name ``survey``; the seconds Snakemake took."""
     command = _snakemake(directory, _config(directory, info, survey, max_per_job), repo, cores)
     targets = [f"results/{survey}/views/bench", f"results/{survey}/cutouts/bench/manifest.parquet"]
+    prepare_cache(cache, Path(info["image"]))
     started = time.monotonic()
     done = subprocess.run(command + targets, capture_output=True, text=True)
     if done.returncode:
@@ -307,10 +367,10 @@ def _cut_and_view(directory: Path, info: dict, repo: Path, cores: int, survey: s
 
 
 def compare_one_job(directory: Path, info: dict, repo: Path, cores: int, survey: str,
-                    deletions: _Deletions) -> dict:
+                    deletions: _Deletions, cache: str = "warm") -> dict:
     """Cut and view the field again in one job (its own survey name); compare with the run in parts."""
     one = f"{survey}-one-job"
-    seconds = _cut_and_view(directory, info, repo, cores, one, 10**9)
+    seconds = _cut_and_view(directory, info, repo, cores, one, 10**9, cache)
     a, b = directory / "results" / survey, directory / "results" / one
     same = {}
     for part in ("cutouts/bench/fits", "views/bench"):
@@ -325,7 +385,7 @@ def compare_one_job(directory: Path, info: dict, repo: Path, cores: int, survey:
 
 
 def split_stages_alone(directory: Path, info: dict, repo: Path, cores: int, survey: str,
-                       max_per_job: int | None, deletions: _Deletions) -> dict:
+                       max_per_job: int | None, deletions: _Deletions, cache: str = "warm") -> dict:
     """Cut and view the field again, in the same parts, with nothing else running (its own survey name).
 
     In the build the cutout and view parts share the cores with the critical
@@ -334,7 +394,7 @@ def split_stages_alone(directory: Path, info: dict, repo: Path, cores: int, surv
     they are. This is what a user re-running the two stages alone sees.
     """
     alone = f"{survey}-alone"
-    seconds = _cut_and_view(directory, info, repo, cores, alone, max_per_job)
+    seconds = _cut_and_view(directory, info, repo, cores, alone, max_per_job, cache)
     benchmarks = directory / "results" / alone / "benchmarks"
     deletions.delete_at_end(directory / "results" / alone)
     return {"seconds": round(seconds, 1), "stages": {stage: stage_timing(benchmarks, stage) for stage in SPLIT_STAGES}}
@@ -408,6 +468,9 @@ def main(argv=None) -> dict:
                         help="also cut and view each field in one job and check the outputs are the same")
     parser.add_argument("--alone", action="store_true",
                         help="also cut and view each field again, in the same parts, with nothing else running")
+    parser.add_argument("--cache", choices=("cold", "warm"), default="cold",
+                        help="page cache at each timed copy and run: dropped (cold, where allowed: root), or "
+                             "holding the image (warm); default cold, warm where it cannot be dropped")
     parser.add_argument("--summarise", action="store_true",
                         help="only print the tables and targets of an earlier run's <workdir>/bench.json")
     args = parser.parse_args(argv)
@@ -436,21 +499,22 @@ def main(argv=None) -> dict:
         print(f"== scale {scale}: generating (cached) ...", flush=True)
         info = generate(directory, scale)
         image = Path(info["image"])
-        disk = disk_speed(image, image.stat().st_size)
+        disk = disk_speed(image, image.stat().st_size, cold=args.cache == "cold")
         deletions.settle()
         print(f"== scale {scale}: {info['side']}^2 px, {info['sources']} sources: running the dataset stages",
               flush=True)
-        run = run_workflow(directory, info, repo, args.cores, args.max_per_job)
+        run = run_workflow(directory, info, repo, args.cores, args.max_per_job, disk["cache"])
         report["scales"][str(scale)] = {"generated": info, "disk": disk, "run": run,
                                         "image_MB": round(image.stat().st_size / 1e6, 1)}
         if args.compare_one_job:
             print(f"== scale {scale}: cutting and viewing the field again in one job", flush=True)
             report["scales"][str(scale)]["one_job"] = compare_one_job(directory, info, repo, args.cores,
-                                                                     run["survey"], deletions)
+                                                                     run["survey"], deletions, disk["cache"])
         if args.alone:
             print(f"== scale {scale}: cutting and viewing the field again, alone", flush=True)
             report["scales"][str(scale)]["alone"] = split_stages_alone(directory, info, repo, args.cores,
-                                                                      run["survey"], args.max_per_job, deletions)
+                                                                      run["survey"], args.max_per_job, deletions,
+                                                                      disk["cache"])
         report["scales"][str(scale)]["multiples_of_copy"] = multiples_of_copy(report["scales"][str(scale)])
         _print_scale(scale, info, disk, run, image.stat().st_size)
         _print_one_job(report["scales"][str(scale)])
@@ -463,6 +527,10 @@ def main(argv=None) -> dict:
     out.write_text(json.dumps(report, indent=2))
     print(f"(written to {out})")
     return report
+
+
+_CACHE_WORDS = {"cold": "from a dropped page cache (the image read from the disk)",
+                "warm": "with the image in memory (the page cache could not be dropped)"}
 
 
 def _print_scale(scale, info, disk, run, image_bytes) -> None:
@@ -482,7 +550,9 @@ def _print_scale(scale, info, disk, run, image_bytes) -> None:
     each = disk.get("copy_seconds_each")
     print(f"disk: write {disk['write_MBps']} MB/s, read {disk['read_MBps']} MB/s, copy of the image "
           f"{disk['copy_seconds']} s ({disk['copy_MBps']} MB/s)"
-          + (f", the median of {', '.join(map(str, each))} s" if each and len(each) > 1 else ""))
+          + (f", the median of {', '.join(map(str, each))} s" if each and len(each) > 1 else "")
+          + (f", each {_CACHE_WORDS[disk['cache']]}; with the image in memory {disk['warm_copy_seconds']} s"
+             if "cache" in disk else ""))
     copy = _copy_seconds(disk)
     print(f"{'stage':<13} {'wall s':>8} {'x copy':>7} {'peak RSS MB':>12} {'jobs':>5}  throughput")
     for stage in STAGES:
@@ -586,6 +656,11 @@ def _print_targets(report) -> None:
           f"{'met' if parts >= MIN_PARTS else 'missed'}")
     if "one_job" in entry:
         print(f"{'parts equal to one job':<36} {str(entry['one_job']['all_same']):>9}")
+    disk = entry["disk"]
+    if disk.get("cache") == "cold":
+        warm = max(float(disk["warm_copy_seconds"]), MIN_COPY_SECONDS)
+        print(f"(the copy and the runs started with the page cache dropped; a copy with the image in memory took "
+              f"{warm} s, and the whole build {entry['run']['total_seconds'] / warm:.1f} x that)")
 
 
 if __name__ == "__main__":
