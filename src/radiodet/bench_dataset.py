@@ -649,8 +649,8 @@ def _print_targets(report) -> None:
     print("\nfull-size targets")
     for key, target in targets.items():
         value = measured[key]
-        verdict = "met" if value <= target else f"missed by {value - target:.1f} ({value / target:.1f} x the target)"
-        print(f"{labels[key]:<36} {value:>9.1f}  target {target:>7.1f}  {verdict}")
+        verdict = "met" if value <= target else f"missed by {value - target:.2f} ({value / target:.2f} x the target)"
+        print(f"{labels[key]:<36} {value:>9.2f}  target {target:>7.1f}  {verdict}")
     parts = entry["run"]["stages"]["cutouts"].get("parts") or 1
     print(f"{'jobs cutting the field':<36} {parts:>9}  target {MIN_PARTS:>7} or more  "
           f"{'met' if parts >= MIN_PARTS else 'missed'}")
