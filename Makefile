@@ -87,10 +87,13 @@ report: setup
 # next to this machine's disk speed; each field is then cut and viewed again in
 # one job and compared with the run's (8 parts at full size), and cut and viewed
 # once more in the same parts with nothing else running. SCALES="--scale 1/16"
-# for a quick look.
+# for a quick look. As root it drops the machine's page cache before each timed
+# copy and run (BENCH_CACHE=warm keeps the image in memory instead).
 SCALES ?= --scale 1/16 --scale 1/4 --scale 1
+BENCH_CACHE ?= cold
 bench: setup
-	$(BIN)/python -m radiodet.bench_dataset $(SCALES) --workdir benchmarks --compare-one-job --alone
+	$(BIN)/python -m radiodet.bench_dataset $(SCALES) --workdir benchmarks --compare-one-job --alone \
+		--cache $(BENCH_CACHE)
 
 # Hundreds of overlapping LoTSS-like mosaics (simulated, small): dry-run time and
 # DAG size of the whole workflow, then the dataset stages up to the index
