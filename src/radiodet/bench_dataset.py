@@ -530,7 +530,7 @@ def main(argv=None) -> dict:
 
 
 _CACHE_WORDS = {"cold": "from a dropped page cache (the image read from the disk)",
-                "warm": "with the image in memory (the page cache could not be dropped)"}
+                "warm": "with the image in memory (--cache warm, or the page cache could not be dropped)"}
 
 
 def _print_scale(scale, info, disk, run, image_bytes) -> None:
