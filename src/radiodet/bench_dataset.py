@@ -243,8 +243,9 @@ def prepare_cache(cache: str, image: Path) -> None:
 MIN_COPY_SECONDS = 1e-3
 
 
-def _copy_seconds(disk: dict) -> float:
-    return max(float(disk["copy_seconds"]), MIN_COPY_SECONDS)
+def _copy_seconds(disk: dict, key: str = "copy_seconds") -> float:
+    """The copy time ``disk[key]`` (the median copy, or ``warm_copy_seconds``), at least :data:`MIN_COPY_SECONDS`."""
+    return max(float(disk[key]), MIN_COPY_SECONDS)
 
 
 def _config(directory: Path, info: dict, survey: str, max_per_job: int | None) -> Path:
@@ -658,7 +659,7 @@ def _print_targets(report) -> None:
         print(f"{'parts equal to one job':<36} {str(entry['one_job']['all_same']):>9}")
     disk = entry["disk"]
     if disk.get("cache") == "cold":
-        warm = max(float(disk["warm_copy_seconds"]), MIN_COPY_SECONDS)
+        warm = _copy_seconds(disk, "warm_copy_seconds")
         print(f"(the copy and the runs started with the page cache dropped; a copy with the image in memory took "
               f"{warm} s, and the whole build {entry['run']['total_seconds'] / warm:.1f} x that)")
 
