@@ -8,7 +8,7 @@ from conftest import gaussian_image, sky_header, write_image
 
 from radiodet.boxes import clip_boxes, make_boxes, n_sigma_for
 from radiodet.cutouts import CutoutConfig, make_cutouts
-from radiodet.errors import InputError
+from radiodet.errors import ConfigError, InputError
 from radiodet.filtering import filter_sources
 from radiodet.geometry import FWHM_PER_SIGMA
 from radiodet.images import sample_image
@@ -194,3 +194,45 @@ def test_stale_pairs_and_duplicate_ids_are_errors_naming_the_file_and_a_missing_
     snr = pd.read_parquet(tmp_path / "snr.parquet")
     assert snr["source_id"].tolist() == [1, 2] and np.isnan(snr["rms"].iloc[1]) and not snr["keep"].iloc[1]
     assert summary["pairs_undefined_snr"] == 1 and snr["keep"].iloc[0]
+
+
+def test_noise_from_a_map_or_the_catalogue_per_field_with_a_primary_beam_and_distinct_source_counts(tmp_path):
+    """noise: auto takes field a's rms map and field b's catalogued Isl_rms; the summary counts each id once."""
+    header = sky_header(100, 100, cdelt=PIXEL_ARCSEC / 3600)
+    image = write_image(tmp_path / "i.fits", gaussian_image(100, 100, [], noise=NOISE), header)
+    for field in ("a", "b"):
+        make_cutouts(image, tmp_path / f"fits_{field}", tmp_path / f"m_{field}.parquet", tmp_path / f"s_{field}.npy",
+                     field=field, config=CutoutConfig(size=100))
+    rms_map = write_image(tmp_path / "rms.fits", np.full((100, 100), 2 * NOISE), header)
+    pb = write_image(tmp_path / "pb.fits", np.full((100, 100), 0.5), header)
+    sources = _source_table(header, [(1, 30, 30, 20 * NOISE, 0.0, 0.0, 0.0), (2, 60, 60, 40 * NOISE, 0.0, 0.0, 0.0),
+                                     (3, 70, 20, 8 * NOISE, 0.0, 0.0, 0.0)])
+    sources["local_rms"] = [4 * NOISE, 4 * NOISE, np.nan]
+    sources.to_parquet(tmp_path / "src.parquet")
+    # interleaved fields; source 1 in both, source 99 in no catalogue
+    pd.DataFrame({"source_id": [1, 1, 2, 3, 99], "field": ["b", "a", "a", "b", "b"],
+                  "cutout_id": ["b_x00000_y00000", "a_x00000_y00000", "a_x00000_y00000", "b_x00000_y00000",
+                                "b_x00000_y00000"]}).to_parquet(tmp_path / "pairs.parquet")
+    summary = filter_sources(tmp_path / "pairs.parquet", tmp_path / "src.parquet",
+                             {"a": tmp_path / "m_a.parquet", "b": tmp_path / "m_b.parquet"}, tmp_path / "snr.parquet",
+                             tmp_path / "snr.json", k=3.0, noise="auto", rms_maps={"a": rms_map},
+                             primary_beams={"a": pb})
+    snr = pd.read_parquet(tmp_path / "snr.parquet")
+    # field by field in the order of the manifests, each field's pairs in table order
+    assert snr["field"].tolist() == ["a", "a", "b", "b", "b"]
+    assert snr["cutout_id"].tolist() == ["a_x00000_y00000"] * 2 + ["b_x00000_y00000"] * 3
+    assert snr["source_id"].tolist() == [1, 2, 1, 3, 99]
+    np.testing.assert_allclose(snr["rms"].iloc[:3], [2 * NOISE, 2 * NOISE, 4 * NOISE])
+    assert snr["rms"].iloc[3:].isna().all()
+    np.testing.assert_allclose(snr["pb"], [0.5, 0.5, 1.0, 1.0, 1.0])
+    # point sources: the model peak is the flux; SNR = pb x flux / rms
+    np.testing.assert_allclose(snr["snr"].iloc[:3], [5.0, 10.0, 5.0])
+    assert snr["keep"].tolist() == [True, True, True, False, False]
+    assert summary["noise_per_field"] == {"a": "map", "b": "catalogue"}
+    assert (summary["pairs"], summary["pairs_kept"], summary["pairs_undefined_snr"]) == (5, 3, 2)
+    assert (summary["sources"], summary["sources_kept"]) == (4, 2)
+    with pytest.raises(ConfigError, match="field 'b' has no rms_map"):
+        filter_sources(tmp_path / "pairs.parquet", tmp_path / "src.parquet",
+                       {"a": tmp_path / "m_a.parquet", "b": tmp_path / "m_b.parquet"}, tmp_path / "x.parquet",
+                       tmp_path / "x.json", k=3.0, noise="map", rms_maps={"a": rms_map})
+    assert not (tmp_path / "x.parquet").exists()

@@ -90,63 +90,77 @@ def filter_sources(assignments_path: str | Path, sources_path: str | Path, manif
     if noise not in ("mad", "map", "catalogue", "auto"):
         raise ConfigError(f"filter.noise must be mad, map, catalogue or auto, got {noise!r}")
     pairs = read_pairs(assignments_path)
-    source_columns = ["ra", "dec", "flux", "peak_flux", "major_fwhm", "minor_fwhm", "pa", "local_rms"]
+    # the source columns this run uses: positions only to sample an rms map or a primary beam,
+    # the catalogue's local rms only where it may be the noise
+    maps_used = bool(primary_beams) or (noise in ("map", "auto") and bool(rms_maps))
+    source_columns = ["flux", "peak_flux", "major_fwhm", "minor_fwhm", "pa",
+                      *(["ra", "dec"] if maps_used else []), *(["local_rms"] if noise in ("catalogue", "auto") else [])]
     sources = read_sources(sources_path, columns=["source_id", *source_columns])
     source_rows = key_index(sources["source_id"], path=sources_path, column="source_id")
-    frames = []
+    cutout_codes = pairs["cutout_id"].cat.codes.to_numpy()
+    parts: list[dict[str, np.ndarray]] = []
     noise_used: dict[str, str] = {}
-    for field, manifest_path in manifest_paths.items():
+    for number, (field, manifest_path) in enumerate(manifest_paths.items()):
         manifest = read_frame(manifest_path, ["cutout_id", "rms_mad"])
         # left joins, row order kept: a source or cutout the tables lack gets NaN
         joined = field_pairs(pairs, field, source_rows, manifest["cutout_id"], manifest_path=manifest_path)
-        sub = pd.DataFrame({"source_id": joined.source_id, "cutout_id": joined.cutout_id,
-                            "field": np.full(len(joined.rows), field, dtype=object)})
-        for name in source_columns:
-            sub[name] = take_or_nan(sources[name], joined.of_source)
-        sub["rms_mad"] = take_or_nan(manifest["rms_mad"], joined.of_cutout)
+        of_source = {name: take_or_nan(sources[name], joined.of_source) for name in source_columns}
         rms_map = (rms_maps or {}).get(field)
         source = noise
         if noise == "auto":
-            source = "map" if rms_map else ("catalogue" if np.isfinite(sub["local_rms"]).any() else "mad")
+            source = "map" if rms_map else ("catalogue" if np.isfinite(of_source["local_rms"]).any() else "mad")
         if source == "map":
             if not rms_map:
                 raise ConfigError(f"filter.noise is 'map' but field {field!r} has no rms_map in the field table")
-            sub["rms"] = sample_image(rms_map, sub["ra"], sub["dec"], order=0)
+            rms = sample_image(rms_map, of_source["ra"], of_source["dec"], order=0)
         elif source == "catalogue":
-            if not np.isfinite(sub["local_rms"]).any() and len(sub):
+            if not np.isfinite(of_source["local_rms"]).any() and len(joined.rows):
                 raise ConfigError("filter.noise is 'catalogue' but the catalogue has no local rms (Isl_rms)")
-            sub["rms"] = sub["local_rms"]
+            rms = of_source["local_rms"]
         else:
-            sub["rms"] = sub["rms_mad"]
+            rms = take_or_nan(manifest["rms_mad"], joined.of_cutout)
         noise_used[field] = source
         log.info("field %s: noise from %s", field, {"map": f"the rms map {rms_map}", "catalogue":
                  "the catalogue's local rms", "mad": "the cutouts' MAD"}[source])
         pb_path = (primary_beams or {}).get(field)
-        sub["pb"] = sample_image(pb_path, sub["ra"], sub["dec"]) if pb_path else 1.0
+        pb = sample_image(pb_path, of_source["ra"], of_source["dec"]) if pb_path else np.ones(len(joined.rows))
         beam = field_beam(manifest_path)
         cov_beam = covariance_from_ellipse(beam.major, beam.minor, beam.pa)
-        cov = covariance_from_ellipse(sub["major_fwhm"], sub["minor_fwhm"], sub["pa"]) + cov_beam
-        model_peak = sub["flux"].to_numpy() * peak_to_integrated(cov, cov_beam)
-        catalogued = sub["peak_flux"].to_numpy()
-        sub["peak_model"] = np.where(np.isfinite(catalogued), catalogued, model_peak)
-        frames.append(sub)
-    table = pd.concat(frames, ignore_index=True) if frames else pairs.assign(rms=[], pb=[], peak_model=[], flux=[])
+        cov = covariance_from_ellipse(of_source["major_fwhm"], of_source["minor_fwhm"], of_source["pa"]) + cov_beam
+        model_peak = of_source["flux"] * peak_to_integrated(cov, cov_beam)
+        catalogued = of_source["peak_flux"]
+        parts.append({"source_id": joined.source_id, "cutout_code": cutout_codes[joined.rows],
+                      "field_code": np.full(len(joined.rows), number, dtype=np.int32), "rms": rms, "pb": pb,
+                      "peak_model": np.where(np.isfinite(catalogued), catalogued, model_peak),
+                      "flux": of_source["flux"], "of_source": joined.of_source})
+    column = {name: (np.concatenate([part[name] for part in parts]) if parts else np.empty(0, kind))
+              for name, kind in [("source_id", np.int64), ("cutout_code", np.int32), ("field_code", np.int32),
+                                 ("rms", float), ("pb", float), ("peak_model", float), ("flux", float),
+                                 ("of_source", np.intp)]}
     with np.errstate(divide="ignore", invalid="ignore"):
-        table["snr_peak"] = table["pb"] * table["peak_model"] / table["rms"]
-        table["snr_integrated"] = table["pb"] * table["flux"] / table["rms"]
-    table["snr"] = table["snr_peak"] if flux == "peak" else table["snr_integrated"]
-    undefined = ~np.isfinite(table["snr"].to_numpy())
-    table["keep"] = np.where(undefined, False, table["snr"].to_numpy() >= k)
-    out = table[list(FILTER_COLUMNS)]
+        snr_peak = column["pb"] * column["peak_model"] / column["rms"]
+        snr_integrated = column["pb"] * column["flux"] / column["rms"]
+    snr = snr_peak if flux == "peak" else snr_integrated
+    undefined = ~np.isfinite(snr)
+    keep = np.where(undefined, False, snr >= k)
+    out = pa.table({
+        "source_id": column["source_id"],
+        # the ids as dictionary codes, decoded by Arrow: millions of pairs name a few thousand cutouts
+        "cutout_id": _decoded(column["cutout_code"], pairs["cutout_id"].cat.categories),
+        "field": _decoded(column["field_code"], list(manifest_paths)),
+        "rms": column["rms"], "pb": column["pb"], "peak_model": column["peak_model"],
+        "snr_peak": snr_peak, "snr_integrated": snr_integrated, "snr": snr, "keep": keep,
+    })
     write_parquet(out, output, columns=FILTER_COLUMNS, metadata={"k": k, "flux": flux, "noise": noise})
-    kept = out[out["keep"]]
+    source_id = column["source_id"]
     summary = {
-        "k": k, "flux": flux, "noise": noise, "noise_per_field": noise_used, "pairs": int(len(out)),
-        "pairs_kept": int(len(kept)),
+        "k": k, "flux": flux, "noise": noise, "noise_per_field": noise_used, "pairs": int(len(source_id)),
+        "pairs_kept": int(keep.sum()),
         "pairs_undefined_snr": int(undefined.sum()),
-        "sources": int(out["source_id"].nunique()), "sources_kept": int(kept["source_id"].nunique()),
-        "median_rms": float(np.nanmedian(out["rms"])) if len(out) else None,
-        "pb_range": [float(np.nanmin(out["pb"])), float(np.nanmax(out["pb"]))] if len(out) else None,
+        "sources": _distinct_sources(source_id, column["of_source"], len(sources)),
+        "sources_kept": _distinct_sources(source_id[keep], column["of_source"][keep], len(sources)),
+        "median_rms": float(np.nanmedian(column["rms"])) if len(source_id) else None,
+        "pb_range": [float(np.nanmin(column["pb"])), float(np.nanmax(column["pb"]))] if len(source_id) else None,
     }
     if summary["pairs_undefined_snr"]:
         log.warning("%d pairs have no defined SNR (NaN noise or outside the primary beam) and are not kept",
@@ -155,3 +169,21 @@ def filter_sources(assignments_path: str | Path, sources_path: str | Path, manif
     log.info("filter: kept %d of %d (source, cutout) pairs, %d of %d sources, at %s SNR >= %g",
              summary["pairs_kept"], summary["pairs"], summary["sources_kept"], summary["sources"], flux, k)
     return summary
+
+
+def _distinct_sources(source_id: np.ndarray, of_source: np.ndarray, n_sources: int) -> int:
+    """How many distinct ids ``source_id`` holds, given each one's row in the sources (-1: not there).
+
+    The rows are marked in an array of the sources' length (hashing millions of ids
+    cost a tenth of the stage); ids the sources lack are counted by hashing.
+    """
+    known = of_source >= 0
+    marked = np.zeros(n_sources, dtype=bool)
+    marked[of_source[known]] = True
+    return int(np.count_nonzero(marked)) + len(pd.unique(source_id[~known]))
+
+
+def _decoded(codes: np.ndarray, names) -> pa.Array:
+    """Strings ``names[codes]`` as an Arrow string array, decoded from dictionary codes by Arrow."""
+    dictionary = pa.array(np.asarray(names, dtype=object), pa.string())
+    return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), dictionary).cast(pa.string())
