@@ -12,10 +12,12 @@ from radiodet.catalogues import read_catalogue
 from radiodet.catalogues.sdc1 import (
     EXPONENTIAL_TO_FWHM,
     LAS_TO_FWHM,
+    SDC1_TRUTH_COLUMNS,
     east_of_north_to_sdc1_pa,
     sdc1_pa_to_east_of_north,
     sdc1_size_to_fwhm,
 )
+from radiodet.catalogues.tables import read_whitespace_table
 from radiodet.errors import CatalogueError
 from radiodet.ingest import ingest
 from radiodet.schema import SOURCE_COLUMNS, read_parquet_metadata, read_units
@@ -86,6 +88,28 @@ def test_selection_zero_rows_are_counted_not_silently_dropped(tmp_path):
     report = ingest(path, "sdc1_training", tmp_path / "out.parquet", class_ids=CLASSES)
     assert report.rows_read == 30 and report.rows_written == 29
     assert list(report.skipped.values()) == [1]
+
+
+def test_every_number_is_read_correctly_rounded_whatever_the_spacing(tmp_path):
+    """Single spaces (Arrow's reader) and runs of spaces, tabs or a header (pandas') give the same, exact values.
+
+    17-digit values such as the truth file's 57.111000000000004 are where a
+    parser that is not correctly rounded goes one unit in the last place off.
+    """
+    lines = SDC1_TRUTH.read_text().splitlines()[:2000]
+    exact = np.array([[float(v) for v in line.split()] for line in lines])
+    single = tmp_path / "single.cat"
+    single.write_text("\n".join(lines) + "\n")
+    spaced = tmp_path / "spaced.cat"
+    spaced.write_text("".join("  " + line.replace(" ", " \t  ", 3) + "  \n" for line in lines))
+    header = SDC1 / "TrainingSet_B5_v2_ML.txt"
+    with_header = tmp_path / "header.cat"
+    with_header.write_text("".join(header.read_text().splitlines(keepends=True)[:18]) + "\n".join(lines) + "\n")
+    names = list(SDC1_TRUTH_COLUMNS)
+    for path, skip in [(single, 0), (spaced, 0), (with_header, 18)]:
+        table = read_whitespace_table(path, names, skip_lines=skip)
+        assert table.columns.tolist() == names and (table.dtypes == np.float64).all()
+        np.testing.assert_array_equal(table.to_numpy(), exact, err_msg=str(path))
 
 
 def _write_truth(tmp_path, lines):

@@ -46,7 +46,8 @@ def read_pybdsf_srl(path: str | Path, options=None) -> pd.DataFrame:
     numeric = [n for n in names if n != "S_Code"]
     try:
         raw = pd.read_csv(path, sep=r"\s+", comment="#", header=None, names=names,
-                          dtype={**dict.fromkeys(numeric, np.float64), "S_Code": str}, engine="c")
+                          dtype={**dict.fromkeys(numeric, np.float64), "S_Code": str}, engine="c",
+                          float_precision="round_trip")  # every number correctly rounded
     except (ValueError, pd.errors.ParserError) as exc:
         raise CatalogueError(path, f"cannot parse the source list: {exc}") from None
     out = pd.DataFrame({

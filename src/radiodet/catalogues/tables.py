@@ -61,9 +61,13 @@ def read_whitespace_table(path: str | Path, names: list[str], *, skip_lines: int
     path = Path(path)
     if not path.is_file():
         raise CatalogueError(path, "catalogue file not found")
+    df = _read_single_spaced(path, names, skip_lines)
+    if df is not None:
+        return df
     try:
         df = pd.read_csv(path, sep=r"\s+", header=None, names=names, skiprows=skip_lines,
-                         dtype=dict.fromkeys(names, np.float64), engine="c", comment=None)
+                         dtype=dict.fromkeys(names, np.float64), engine="c", comment=None,
+                         float_precision="round_trip")
     except (ValueError, pd.errors.ParserError) as exc:
         line, why = _first_bad_line(path, skip_lines, names)
         raise CatalogueError(path, why if line > 0 else str(exc), row=line if line > 0 else None) from None
@@ -76,6 +80,34 @@ def read_whitespace_table(path: str | Path, names: list[str], *, skip_lines: int
             line, why = line_of_row(path, skip_lines, index), f"NaN value in column(s) {', '.join(missing)}"
         raise CatalogueError(path, f"{why} ({int(bad.sum())} rows with missing or NaN values)", row=line)
     return df
+
+
+def _read_single_spaced(path: Path, names: list[str], skip_lines: int) -> pd.DataFrame | None:
+    """The table read by Arrow's CSV reader when every data line is numbers separated by single spaces, else None.
+
+    Arrow parses on all cores and rounds every number correctly: pandas' C
+    parser took five times as long for an SDC1 truth catalogue and read 35
+    of its 5.25 M right ascensions one unit in the last place off. Any other
+    layout (runs of spaces or tabs, text, a missing value, a wrong number of
+    columns) gives None, and :func:`read_whitespace_table` reads the file
+    with pandas, whose errors it turns into ones that name the line.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as csv
+
+    with open(path, "rb") as handle:
+        for _ in range(skip_lines):
+            handle.readline()
+        try:
+            table = csv.read_csv(
+                handle, read_options=csv.ReadOptions(column_names=names),
+                parse_options=csv.ParseOptions(delimiter=" ", quote_char=False),
+                convert_options=csv.ConvertOptions(column_types=dict.fromkeys(names, pa.float64())))
+        except pa.ArrowInvalid:
+            return None
+    if table.num_rows == 0 or any(column.null_count for column in table.columns):
+        return None
+    return table.to_pandas()
 
 
 def read_table(path: str | Path, table_format: str | None = None):
