@@ -2,11 +2,13 @@
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from astropy.wcs import WCS
 from conftest import gaussian_image, sky_header, write_image
 
-from radiodet.boxes import clip_boxes, make_boxes, n_sigma_for
+from radiodet.boxes import BOX_COLUMNS, clip_boxes, make_boxes, n_sigma_for
 from radiodet.cutouts import CutoutConfig, make_cutouts
 from radiodet.errors import ConfigError, InputError
 from radiodet.filtering import filter_sources
@@ -197,7 +199,10 @@ def test_stale_pairs_and_duplicate_ids_are_errors_naming_the_file_and_a_missing_
 
 
 def test_noise_from_a_map_or_the_catalogue_per_field_with_a_primary_beam_and_distinct_source_counts(tmp_path):
-    """noise: auto takes field a's rms map and field b's catalogued Isl_rms; the summary counts each id once."""
+    """noise: auto takes field a's rms map and field b's catalogued Isl_rms; the summary counts each id once.
+
+    Then the boxes of two fields, and of none.
+    """
     header = sky_header(100, 100, cdelt=PIXEL_ARCSEC / 3600)
     image = write_image(tmp_path / "i.fits", gaussian_image(100, 100, [], noise=NOISE), header)
     for field in ("a", "b"):
@@ -231,6 +236,27 @@ def test_noise_from_a_map_or_the_catalogue_per_field_with_a_primary_beam_and_dis
     assert summary["noise_per_field"] == {"a": "map", "b": "catalogue"}
     assert (summary["pairs"], summary["pairs_kept"], summary["pairs_undefined_snr"]) == (5, 3, 2)
     assert (summary["sources"], summary["sources_kept"]) == (4, 2)
+    # the boxes name each pair's field, cutout and split (field b's cutout relabelled val)
+    manifest_b = pq.read_table(tmp_path / "m_b.parquet")
+    manifest_b = manifest_b.set_column(manifest_b.schema.get_field_index("split"), "split",
+                                       pa.array(["val"] * manifest_b.num_rows))
+    pq.write_table(manifest_b, tmp_path / "m_b.parquet")
+    manifests = {"a": tmp_path / "m_a.parquet", "b": tmp_path / "m_b.parquet"}
+    box_summary = make_boxes(tmp_path / "snr.parquet", tmp_path / "src.parquet", manifests,
+                             tmp_path / "boxes.parquet", tmp_path / "boxes.json")
+    boxes = pd.read_parquet(tmp_path / "boxes.parquet")
+    assert boxes[["source_id", "field", "cutout_id", "split"]].values.tolist() == [
+        [1, "a", "a_x00000_y00000", "train"], [2, "a", "a_x00000_y00000", "train"],
+        [1, "b", "b_x00000_y00000", "val"]]
+    assert box_summary["per_split"] == {"train": 2, "val": 1}
+    # nothing kept: an empty table with every column, typed
+    filter_sources(tmp_path / "pairs.parquet", tmp_path / "src.parquet", manifests, tmp_path / "none.parquet",
+                   tmp_path / "none.json", k=1e9, noise="auto", rms_maps={"a": rms_map})
+    make_boxes(tmp_path / "none.parquet", tmp_path / "src.parquet", manifests, tmp_path / "no_boxes.parquet",
+               tmp_path / "no_boxes.json")
+    empty = pq.read_table(tmp_path / "no_boxes.parquet")
+    assert empty.num_rows == 0 and empty.schema.names == list(BOX_COLUMNS)
+    assert empty.schema.field("cutout_id").type == pa.string() and empty.schema.field("class_id").type == pa.int16()
     with pytest.raises(ConfigError, match="field 'b' has no rms_map"):
         filter_sources(tmp_path / "pairs.parquet", tmp_path / "src.parquet",
                        {"a": tmp_path / "m_a.parquet", "b": tmp_path / "m_b.parquet"}, tmp_path / "x.parquet",

@@ -32,7 +32,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from .atomic import write_json
@@ -46,7 +45,7 @@ from .geometry import (
     sky_to_pixel_covariance,
 )
 from .manifest import field_beam, field_wcs
-from .schema import field_pairs, key_index, read_frame, read_pairs, read_sources, write_parquet
+from .schema import decoded_strings, field_pairs, key_index, read_frame, read_pairs, read_sources, write_parquet
 
 __all__ = ["BOX_COLUMNS", "n_sigma_for", "pixel_ellipses", "clip_boxes", "make_boxes"]
 
@@ -159,13 +158,17 @@ def make_boxes(filtered_path: str | Path, sources_path: str | Path, manifest_pat
     source_columns = ["ra", "dec", "major_fwhm", "minor_fwhm", "pa", "class_id", "flux"]
     sources = read_sources(sources_path, columns=["source_id", *source_columns])
     source_rows = key_index(sources["source_id"], path=sources_path, column="source_id")
-    manifest_columns = ["split", "x0", "y0", "width", "height"]
-    frames = []
-    for field, manifest_path in manifest_paths.items():
-        manifest = read_frame(manifest_path, ["cutout_id", *manifest_columns])
+    manifest_columns = ["x0", "y0", "width", "height"]
+    cutout_codes = pairs["cutout_id"].cat.codes.to_numpy()
+    parts: list[dict[str, np.ndarray]] = []
+    splits: list[str] = []  # the manifests' splits, concatenated: a part's ``split`` codes index this
+    for number, (field, manifest_path) in enumerate(manifest_paths.items()):
+        manifest = read_frame(manifest_path, ["cutout_id", "split", *manifest_columns])
         wcs = field_wcs(manifest_path)
         joined = field_pairs(pairs, field, source_rows, manifest["cutout_id"], manifest_path=manifest_path)
         rows = joined.rows
+        split_offset = len(splits)
+        splits += manifest["split"].tolist()
         if not len(rows):
             continue
         for rows_in, table, path in ((joined.of_source, "sources", sources_path),
@@ -173,32 +176,40 @@ def make_boxes(filtered_path: str | Path, sources_path: str | Path, manifest_pat
             if (rows_in < 0).any():
                 raise InputError(path, f"{int((rows_in < 0).sum())} kept pairs of {filtered_path} name {table} "
                                        "this file lacks (stale inputs: rerun the index and filter stages)")
-        sub = pd.DataFrame({
-            "source_id": joined.source_id, "cutout_id": joined.cutout_id, "field": np.full(len(rows), field, object),
-            **{name: pairs[name].to_numpy()[rows] for name in ("snr", "rms", "pb")},
-            **{name: sources[name].to_numpy()[joined.of_source] for name in source_columns},
-            **{name: manifest[name].to_numpy()[joined.of_cutout] for name in manifest_columns}})
-        x, y, cov, own = pixel_ellipses(wcs, sub["ra"], sub["dec"], sub["major_fwhm"], sub["minor_fwhm"],
-                                        sub["pa"], field_beam(manifest_path), intrinsic=True)
-        sub["x"] = x - sub["x0"].to_numpy()
-        sub["y"] = y - sub["y0"].to_numpy()
+        of_source = {name: sources[name].to_numpy()[joined.of_source] for name in source_columns}
+        of_cutout = {name: manifest[name].to_numpy()[joined.of_cutout] for name in manifest_columns}
+        x, y, cov, own = pixel_ellipses(wcs, of_source["ra"], of_source["dec"], of_source["major_fwhm"],
+                                        of_source["minor_fwhm"], of_source["pa"], field_beam(manifest_path),
+                                        intrinsic=True)
+        x, y = x - of_cutout["x0"], y - of_cutout["y0"]
         hx, hy = envelope_half_widths(cov, n_sigma)
-        bx, by, bw, bh, fraction = clip_boxes(sub["x"].to_numpy() + 0.5, sub["y"].to_numpy() + 0.5, hx, hy,
-                                              sub["width"].to_numpy(), sub["height"].to_numpy())
+        bx, by, bw, bh, fraction = clip_boxes(x + 0.5, y + 0.5, hx, hy, of_cutout["width"], of_cutout["height"])
         major, minor, pa_pix = ellipse_from_covariance(cov)
         own_major, own_minor, own_pa_pix = ellipse_from_covariance(own)
-        sub = sub.assign(bbox_x=bx, bbox_y=by, bbox_w=bw, bbox_h=bh, visible_fraction=fraction,
-                         ellipse_major=major, ellipse_minor=minor, ellipse_angle=np.mod(90.0 - pa_pix, 180.0),
-                         intrinsic_major=own_major, intrinsic_minor=own_minor,
-                         intrinsic_angle=np.mod(90.0 - own_pa_pix, 180.0))
-        frames.append(sub)
-    boxes = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(BOX_COLUMNS))
-    visible = boxes["visible_fraction"].to_numpy(float) >= min_visible_fraction
+        parts.append({
+            "source_id": joined.source_id, "cutout_id": cutout_codes[rows],
+            "field": np.full(len(rows), number, dtype=np.int32), "split": joined.of_cutout + split_offset,
+            "x": x, "y": y, "bbox_x": bx, "bbox_y": by, "bbox_w": bw, "bbox_h": bh, "visible_fraction": fraction,
+            "ellipse_major": major, "ellipse_minor": minor, "ellipse_angle": np.mod(90.0 - pa_pix, 180.0),
+            "intrinsic_major": own_major, "intrinsic_minor": own_minor,
+            "intrinsic_angle": np.mod(90.0 - own_pa_pix, 180.0),
+            **{name: of_source[name] for name in ("ra", "dec", "class_id", "flux")},
+            **{name: pairs[name].to_numpy()[rows] for name in ("snr", "rms", "pb")}})
+    column = {name: np.concatenate([part[name] for part in parts]) if parts else
+              np.empty(0, np.int64 if name in ("source_id", "cutout_id", "field", "split", "class_id") else float)
+              for name in BOX_COLUMNS}
+    visible = column["visible_fraction"] >= min_visible_fraction
     dropped = int((~visible).sum())
-    boxes = boxes[visible][list(BOX_COLUMNS)].reset_index(drop=True)
+    column = {name: values[visible] for name, values in column.items()}
+    # the ids, fields and splits decoded from codes by Arrow: 900,000 boxes name a few thousand cutouts
+    for name, names in (("cutout_id", pairs["cutout_id"].cat.categories), ("field", list(manifest_paths)),
+                        ("split", splits)):
+        column[name] = decoded_strings(column[name], names)
+    boxes = pa.table({name: column[name] for name in BOX_COLUMNS})
     write_parquet(boxes, output, columns=BOX_COLUMNS, metadata={
         "extent": extent, "scale": scale, "n_sigma": n_sigma, "min_visible_fraction": min_visible_fraction,
         "coordinates": "COCO continuous, array unflipped: FITS pixel (x, y) 0-based -> (x + 0.5, y + 0.5)"})
+    boxes = boxes.select(["split", "class_id", "bbox_w", "bbox_h"]).to_pandas()
     widths = np.maximum(boxes["bbox_w"], boxes["bbox_h"]).to_numpy(float) if len(boxes) else np.array([np.nan])
     summary = {
         "n_sigma": n_sigma, "boxes": int(len(boxes)), "dropped_mostly_outside": dropped,

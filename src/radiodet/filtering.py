@@ -36,7 +36,16 @@ from .errors import ConfigError
 from .geometry import covariance_from_ellipse, peak_to_integrated
 from .images import sample_image
 from .manifest import field_beam
-from .schema import field_pairs, key_index, read_frame, read_pairs, read_sources, take_or_nan, write_parquet
+from .schema import (
+    decoded_strings,
+    field_pairs,
+    key_index,
+    read_frame,
+    read_pairs,
+    read_sources,
+    take_or_nan,
+    write_parquet,
+)
 
 __all__ = ["FILTER_COLUMNS", "filter_sources"]
 
@@ -146,8 +155,8 @@ def filter_sources(assignments_path: str | Path, sources_path: str | Path, manif
     out = pa.table({
         "source_id": column["source_id"],
         # the ids as dictionary codes, decoded by Arrow: millions of pairs name a few thousand cutouts
-        "cutout_id": _decoded(column["cutout_code"], pairs["cutout_id"].cat.categories),
-        "field": _decoded(column["field_code"], list(manifest_paths)),
+        "cutout_id": decoded_strings(column["cutout_code"], pairs["cutout_id"].cat.categories),
+        "field": decoded_strings(column["field_code"], list(manifest_paths)),
         "rms": column["rms"], "pb": column["pb"], "peak_model": column["peak_model"],
         "snr_peak": snr_peak, "snr_integrated": snr_integrated, "snr": snr, "keep": keep,
     })
@@ -182,8 +191,3 @@ def _distinct_sources(source_id: np.ndarray, of_source: np.ndarray, n_sources: i
     marked[of_source[known]] = True
     return int(np.count_nonzero(marked)) + len(pd.unique(source_id[~known]))
 
-
-def _decoded(codes: np.ndarray, names) -> pa.Array:
-    """Strings ``names[codes]`` as an Arrow string array, decoded from dictionary codes by Arrow."""
-    dictionary = pa.array(np.asarray(names, dtype=object), pa.string())
-    return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), dictionary).cast(pa.string())

@@ -54,7 +54,8 @@ if TYPE_CHECKING:  # pandas is imported where it is used: the cutout and view jo
     import pandas as pd
 
 __all__ = ["SOURCE_COLUMNS", "write_parquet", "read_table", "read_frame", "read_units", "read_parquet_metadata",
-           "read_sources", "read_pairs", "key_index", "rows_of_field", "FieldPairs", "field_pairs", "take_or_nan"]
+           "read_sources", "read_pairs", "key_index", "rows_of_field", "FieldPairs", "field_pairs", "take_or_nan",
+           "decoded_strings"]
 
 #: name -> (arrow type, unit, description), in file order.
 SOURCE_COLUMNS: dict[str, tuple[pa.DataType, str, str]] = {
@@ -263,3 +264,14 @@ def take_or_nan(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
     out = values[np.maximum(rows, 0)] if len(values) else np.full(len(rows), np.nan)
     out[rows < 0] = np.nan
     return out
+
+
+def decoded_strings(codes: np.ndarray, names) -> pa.Array:
+    """``names[codes]`` as an Arrow string array, decoded by Arrow from dictionary codes.
+
+    Millions of (source, cutout) pairs name a few thousand cutouts: Arrow
+    fills the strings from the codes, where converting a column of Python
+    strings took a large part of writing the table.
+    """
+    dictionary = pa.array(np.asarray(names, dtype=object), pa.string())
+    return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), dictionary).cast(pa.string())
