@@ -31,7 +31,7 @@ rule ingest:
         f"{RESULTS}/logs/ingest.log",
     benchmark:
         f"{RESULTS}/benchmarks/ingest.tsv"
-    priority: CRITICAL_PATH
+    priority: INGEST_FIRST
     conda:
         "../envs/dataset.yaml"
     params:
