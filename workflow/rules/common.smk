@@ -75,15 +75,6 @@ PARTS = f"{RESULTS}/parts"
 # chain job before views jobs that are ready at the same moment, or the views of
 # a big field hold every core while the index waits (the full SDC1 field: 40 s).
 CRITICAL_PATH = 10
-# The catalogue is read first, beside the first part of a field too big for one
-# job; then the parts go before everything else. The index waits for every
-# part's manifest, and before it the parts share the cores with the sources'
-# staging in either order, so on few cores the index starts a little later
-# (the full SDC1 field on 2 cores: ~34 s instead of ~29 s, the whole build the
-# same within the machine's noise) while the field is cut, and its views can
-# start, early (~20 s instead of ~30 s after the start).
-PARTS_FIRST = CRITICAL_PATH + 10
-INGEST_FIRST = PARTS_FIRST + 10
 
 
 def fields_regex(fields):

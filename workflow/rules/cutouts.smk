@@ -48,7 +48,6 @@ rule cutouts_part:
         f"{RESULTS}/benchmarks/cutouts/{{field}}/{{part}}.tsv"
     wildcard_constraints:
         field=SPLIT_FIELDS,
-    priority: PARTS_FIRST
     conda:
         "../envs/dataset.yaml"
     params:
@@ -78,7 +77,6 @@ rule cutouts_gather:
         f"{RESULTS}/benchmarks/cutouts_gather/{{field}}.tsv"
     wildcard_constraints:
         field=SPLIT_FIELDS,
-    priority: PARTS_FIRST
     localrule: True
     conda:
         "../envs/dataset.yaml"

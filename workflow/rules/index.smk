@@ -2,7 +2,7 @@
 
 
 rule index_sources:
-    """Stage the sources in PostGIS (loaded, in the fields' planes, indexed) beside the cutouts or their views."""
+    """Stage the sources in PostGIS (loaded, in the fields' planes, indexed) while the cutouts are cut."""
     input:
         sources=rules.ingest.output.sources,
         images=lambda wildcards: [FIELDS.loc[field, "image"] for field in FIELD_NAMES],

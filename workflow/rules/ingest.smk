@@ -31,7 +31,7 @@ rule ingest:
         f"{RESULTS}/logs/ingest.log",
     benchmark:
         f"{RESULTS}/benchmarks/ingest.tsv"
-    priority: INGEST_FIRST
+    priority: CRITICAL_PATH
     conda:
         "../envs/dataset.yaml"
     params:
