@@ -159,7 +159,6 @@ def make_boxes(filtered_path: str | Path, sources_path: str | Path, manifest_pat
     sources = read_sources(sources_path, columns=["source_id", *source_columns])
     source_rows = key_index(sources["source_id"], path=sources_path, column="source_id")
     manifest_columns = ["x0", "y0", "width", "height"]
-    cutout_codes = pairs["cutout_id"].cat.codes.to_numpy()
     parts: list[dict[str, np.ndarray]] = []
     splits: list[str] = []  # the manifests' splits, concatenated: a part's ``split`` codes index this
     for number, (field, manifest_path) in enumerate(manifest_paths.items()):
@@ -187,7 +186,7 @@ def make_boxes(filtered_path: str | Path, sources_path: str | Path, manifest_pat
         major, minor, pa_pix = ellipse_from_covariance(cov)
         own_major, own_minor, own_pa_pix = ellipse_from_covariance(own)
         parts.append({
-            "source_id": joined.source_id, "cutout_id": cutout_codes[rows],
+            "source_id": joined.source_id, "cutout_id": joined.cutout_code,
             "field": np.full(len(rows), number, dtype=np.int32), "split": joined.of_cutout + split_offset,
             "x": x, "y": y, "bbox_x": bx, "bbox_y": by, "bbox_w": bw, "bbox_h": bh, "visible_fraction": fraction,
             "ellipse_major": major, "ellipse_minor": minor, "ellipse_angle": np.mod(90.0 - pa_pix, 180.0),

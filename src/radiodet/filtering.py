@@ -106,7 +106,6 @@ def filter_sources(assignments_path: str | Path, sources_path: str | Path, manif
                       *(["ra", "dec"] if maps_used else []), *(["local_rms"] if noise in ("catalogue", "auto") else [])]
     sources = read_sources(sources_path, columns=["source_id", *source_columns])
     source_rows = key_index(sources["source_id"], path=sources_path, column="source_id")
-    cutout_codes = pairs["cutout_id"].cat.codes.to_numpy()
     parts: list[dict[str, np.ndarray]] = []
     noise_used: dict[str, str] = {}
     for number, (field, manifest_path) in enumerate(manifest_paths.items()):
@@ -138,7 +137,7 @@ def filter_sources(assignments_path: str | Path, sources_path: str | Path, manif
         cov = covariance_from_ellipse(of_source["major_fwhm"], of_source["minor_fwhm"], of_source["pa"]) + cov_beam
         model_peak = of_source["flux"] * peak_to_integrated(cov, cov_beam)
         catalogued = of_source["peak_flux"]
-        parts.append({"source_id": joined.source_id, "cutout_code": cutout_codes[joined.rows],
+        parts.append({"source_id": joined.source_id, "cutout_code": joined.cutout_code,
                       "field_code": np.full(len(joined.rows), number, dtype=np.int32), "rms": rms, "pb": pb,
                       "peak_model": np.where(np.isfinite(catalogued), catalogued, model_peak),
                       "flux": of_source["flux"], "of_source": joined.of_source})

@@ -137,10 +137,7 @@ def _decoded_categoricals(df: pd.DataFrame, columns: dict[str, tuple[pa.DataType
     arrays = []
     for name in df.columns:
         if name in decode:
-            column = df[name]
-            dictionary = pa.array(column.cat.categories.to_numpy(object), pa.string())
-            codes = pa.array(column.cat.codes.to_numpy(), mask=column.isna().to_numpy())
-            arrays.append(pa.DictionaryArray.from_arrays(codes, dictionary).cast(pa.string()))
+            arrays.append(decoded_strings(df[name].cat.codes.to_numpy(), df[name].cat.categories))
         else:
             kind = columns[name][0] if name in columns else None
             arrays.append(pa.Table.from_pandas(df[[name]], schema=None if kind is None else pa.schema([(name, kind)]),
@@ -240,7 +237,7 @@ class FieldPairs:
 
     rows: np.ndarray        #: rows of the pair table
     source_id: np.ndarray   #: int64
-    cutout_id: np.ndarray   #: object (str)
+    cutout_code: np.ndarray  #: the pair table's ``cutout_id`` codes (its categories name the cutouts)
     of_source: np.ndarray   #: row in the sources table
     of_cutout: np.ndarray   #: row in the field's manifest
 
@@ -254,7 +251,7 @@ def field_pairs(pairs: pd.DataFrame, field: str, source_rows: pd.Index, manifest
     categories = pairs["cutout_id"].cat.categories
     source_id = pairs["source_id"].to_numpy(np.int64)[rows]
     of_cutout = key_index(manifest_ids, path=manifest_path, column="cutout_id").get_indexer(categories)[codes]
-    return FieldPairs(rows=rows, source_id=source_id, cutout_id=categories.to_numpy(object)[codes],
+    return FieldPairs(rows=rows, source_id=source_id, cutout_code=codes,
                       of_source=source_rows.get_indexer(source_id), of_cutout=of_cutout)
 
 
@@ -267,11 +264,13 @@ def take_or_nan(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 
 def decoded_strings(codes: np.ndarray, names) -> pa.Array:
-    """``names[codes]`` as an Arrow string array, decoded by Arrow from dictionary codes.
+    """``names[codes]`` as an Arrow string array, decoded by Arrow from dictionary codes (-1: null).
 
     Millions of (source, cutout) pairs name a few thousand cutouts: Arrow
     fills the strings from the codes, where converting a column of Python
     strings took a large part of writing the table.
     """
+    codes = np.asarray(codes)
     dictionary = pa.array(np.asarray(names, dtype=object), pa.string())
-    return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), dictionary).cast(pa.string())
+    indices = pa.array(codes, pa.int32(), mask=codes < 0)
+    return pa.DictionaryArray.from_arrays(indices, dictionary).cast(pa.string())

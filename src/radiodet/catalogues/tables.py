@@ -85,9 +85,11 @@ def read_whitespace_table(path: str | Path, names: list[str], *, skip_lines: int
 def _read_single_spaced(path: Path, names: list[str], skip_lines: int) -> pd.DataFrame | None:
     """The table read by Arrow's CSV reader when every data line is numbers separated by single spaces, else None.
 
-    Arrow parses on all cores and rounds every number correctly: pandas' C
-    parser took five times as long for an SDC1 truth catalogue and read 35
-    of its 5.25 M right ascensions one unit in the last place off. Any other
+    Arrow parses on all cores and rounds every number correctly: pandas'
+    default C parser took five times as long for the 5.25 M rows of
+    ``make bench``'s SDC1-size catalogue, and read 15 to 25 % of the bundled
+    SDC1 truth file's fluxes, sizes and PAs one unit in the last place off
+    (``float_precision="round_trip"``, used below, is exact). Any other
     layout (runs of spaces or tabs, text, a missing value, a wrong number of
     columns) gives None, and :func:`read_whitespace_table` reads the file
     with pandas, whose errors it turns into ones that name the line.
