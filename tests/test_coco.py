@@ -104,3 +104,55 @@ def test_an_empty_split_encodes_as_json_dumps_does():
     assert len(annotations) == 0
     assert _coco_json(head, annotations, 2) == _reference_text(head, annotations)
     assert build_coco("test", manifest, boxes, {1: "a"}, **options)["annotations"] == []
+
+
+def test_the_annotations_job_and_the_linking_job_make_the_coco_directory_write_coco_makes(tmp_path):
+    """The workflow's two COCO jobs give write_coco's files; every path in the JSON resolves from its directory."""
+    import os
+
+    from radiodet.coco import link_coco_images, write_coco, write_coco_annotations
+    from radiodet.schema import write_parquet
+
+    manifest, boxes = _split_tables(n_cutouts=12, n_boxes=600)
+    manifest["split"] = ["train", "val", "test"] * 4
+    boxes["split"] = boxes["cutout_id"].map(dict(zip(manifest["cutout_id"], manifest["split"])))
+    results = tmp_path / "results"
+    (results / "cutouts" / "f" / "fits").mkdir(parents=True)
+    (results / "views" / "f").mkdir(parents=True)
+    for cutout_id in manifest["cutout_id"]:
+        (results / "cutouts" / "f" / "fits" / f"{cutout_id}.fits").write_bytes(b"F" + cutout_id.encode())
+        (results / "views" / "f" / f"{cutout_id}.png").write_bytes(b"P" + cutout_id.encode())
+        (results / "views" / "f" / f"{cutout_id}.npy").write_bytes(b"N" + cutout_id.encode())
+    write_parquet(manifest, results / "cutouts" / "f" / "manifest.parquet")
+    write_parquet(boxes, results / "boxes.parquet")
+    not_owned = manifest["cutout_id"].iloc[4]  # another field's: neither an image nor annotated
+    write_parquet(pd.DataFrame({"cutout_id": manifest["cutout_id"], "owned": manifest["cutout_id"] != not_owned}),
+                  results / "ownership.parquet")
+    inputs = dict(boxes_path=results / "boxes.parquet", manifest_paths={"f": results / "cutouts/f/manifest.parquet"})
+    options = dict(classes={1: "a", 2: "b", 3: "c"}, n_sigma=3.0, survey="s",
+                   ownership_path=results / "ownership.parquet")
+    views = {"f": results / "views" / "f"}
+
+    summary = write_coco(**inputs, views_dirs=views, out_dir=results / "one", summary_path=results / "one.json",
+                         **options)
+    write_coco_annotations(**inputs, out_dir=results / "annotations", summary_path=results / "two.json",
+                           coco_dir=results / "two", views_dirs=views, workers=2, **options)
+    n = link_coco_images(results / "annotations", inputs["manifest_paths"], views, results / "two",
+                         ownership_path=results / "ownership.parquet")
+
+    assert json.loads((results / "two.json").read_text()) == summary
+    assert n == sum(summary["images"].values()) == len(manifest) - 1
+    files = sorted(str(p.relative_to(results / "one")) for p in (results / "one").rglob("*") if p.is_file())
+    assert files == sorted(str(p.relative_to(results / "two")) for p in (results / "two").rglob("*") if p.is_file())
+    for split in ("train", "val", "test"):
+        one, two = ((results / d / f"instances_{split}.json").read_bytes() for d in ("one", "two"))
+        assert one == two
+        data = json.loads(two)
+        assert data["images"] and not any(image["cutout_id"] == not_owned for image in data["images"])
+        for image in data["images"]:
+            png = results / "two" / image["file_name"]
+            assert png.read_bytes() == b"P" + image["cutout_id"].encode()
+            assert os.path.samefile(png, views["f"] / f"{image['cutout_id']}.png")  # a link, not a copy
+            assert (results / "two" / image["fits_file"]).read_bytes() == b"F" + image["cutout_id"].encode()
+            assert (results / "two" / image["npy_file"]).read_bytes() == b"N" + image["cutout_id"].encode()
+    assert not [p for p in results.iterdir() if p.name.startswith(".")], "a temporary is left"
