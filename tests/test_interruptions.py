@@ -226,9 +226,8 @@ def test_the_coco_job_killed_at_three_moments_reruns_to_the_same_dataset(trained
     coco_dir = trained.results / "coco"
     reference = _coco_content(coco_dir)
     assert reference["instances_train.json"]["annotations"]
-    # the annotations job writes the JSON (the long part), the coco job links it and the images
-    coco_log = trained.results / "logs" / "coco_annotations.log"
-    forced = ("--until", "coco", "--forcerun", "coco_annotations")
+    coco_log = trained.results / "logs" / "coco.log"
+    forced = ("--until", "coco", "--forcerun", "coco")
     coco_log.unlink()
     span = trained.time_from(log_exists(coco_log), *forced)
     assert _coco_content(coco_dir) == reference  # a forced rerun writes the same
@@ -237,7 +236,7 @@ def test_the_coco_job_killed_at_three_moments_reruns_to_the_same_dataset(trained
         trained.kill_at(log_exists(coco_log), delay, *forced)
         trained.rerun_after_kill("--until", "coco")
         assert _coco_content(coco_dir) == reference, f"kill {delay} s after the coco log appeared"
-        assert not list(coco_dir.parent.glob(".coco*tmp*")), "a temporary of the killed writer is left"
+        assert not list(coco_dir.parent.glob(".coco.*tmp*")), "a temporary of the killed writer is left"
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -349,12 +348,9 @@ def test_a_full_disk_in_cutouts_and_coco_fails_naming_the_path_and_the_rerun_suc
         _fails_for_space(flow, flow.results / "logs" / "cutouts" / f"{FIELD}.log",
                          [cutouts / "fits", cutouts / "manifest.parquet", cutouts / "pixel_sample.npy"],
                          "--until", "cutouts")
-        # everything before COCO fits, COCO does not (its images are hard links to the views: the
-        # annotation files, written by the coco_annotations job, fill the disk)
+        # everything before COCO fits, COCO does not
         _mount_tmpfs(flow.workdir / "results", before_coco_kib + coco_kib // 2, remount=True)
-        _fails_for_space(flow, flow.results / "logs" / "coco_annotations.log",
-                         [RESULTS / "coco_annotations", RESULTS / "coco_summary.json", RESULTS / "coco"],
-                         "--until", "coco")
+        _fails_for_space(flow, flow.results / "logs" / "coco.log", [RESULTS / "coco"], "--until", "coco")
         assert (flow.workdir / cutouts / "manifest.parquet").exists()
         # space freed: the same command succeeds, with the outputs of a run that never ran out
         _mount_tmpfs(flow.workdir / "results", 256 * 1024, remount=True)

@@ -62,7 +62,7 @@ PIXEL_DEG = 1.67847e-4
 NOISE = 3.8e-7          # Jy/beam
 BEAM_ARCSEC = 1.5
 BAND = 1024             # rows generated at a time
-STAGES = ["ingest", "index_sources", "cutouts", "views", "index", "filter", "boxes", "coco_annotations", "coco"]
+STAGES = ["ingest", "index_sources", "cutouts", "views", "index", "filter", "boxes", "coco"]
 
 
 def _header(side: int) -> fits.Header:
@@ -534,11 +534,6 @@ _CACHE_WORDS = {"cold": "from a dropped page cache (the image read from the disk
                 "warm": "with the image in memory (--cache warm, or the page cache could not be dropped)"}
 
 
-def _seconds(run: dict, stage: str) -> float:
-    """A stage's wall time in a run, 0 where the run (an earlier bench.json) lacks the stage."""
-    return run["stages"].get(stage, {}).get("seconds", 0.0)
-
-
 def _print_scale(scale, info, disk, run, image_bytes) -> None:
     mb = image_bytes / 1e6
     rows = {
@@ -549,8 +544,7 @@ def _print_scale(scale, info, disk, run, image_bytes) -> None:
         "index": f"{info['sources'] / run['stages']['index']['seconds']:,.0f} sources/s",
         "filter": f"{run['pairs'] / run['stages']['filter']['seconds']:,.0f} pairs/s",
         "boxes": f"{run['annotations'] / max(run['stages']['boxes']['seconds'], 1e-9):,.0f} boxes/s",
-        "coco_annotations": f"{run['annotations'] / max(_seconds(run, 'coco_annotations'), 1e-9):,.0f} annotations/s",
-        "coco": f"{run['cutouts'] / max(run['stages']['coco']['seconds'], 1e-9):,.0f} images/s linked",
+        "coco": f"{run['annotations'] / max(run['stages']['coco']['seconds'], 1e-9):,.0f} annotations/s",
     }
     print(f"\nscale {scale}: {info['side']} x {info['side']} px ({mb:,.0f} MB), {info['sources']:,} sources, "
           f"{run['cutouts']:,} cutouts, {run['annotations']:,} annotations")
@@ -561,10 +555,10 @@ def _print_scale(scale, info, disk, run, image_bytes) -> None:
           + (f", each {_CACHE_WORDS[disk['cache']]}; with the image in memory {disk['warm_copy_seconds']} s"
              if "cache" in disk else ""))
     copy = _copy_seconds(disk)
-    print(f"{'stage':<16} {'wall s':>8} {'x copy':>7} {'peak RSS MB':>12} {'jobs':>5}  throughput")
-    for stage in (stage for stage in STAGES if stage in run["stages"]):  # an earlier run's bench.json may lack one
+    print(f"{'stage':<13} {'wall s':>8} {'x copy':>7} {'peak RSS MB':>12} {'jobs':>5}  throughput")
+    for stage in STAGES:
         s = run["stages"][stage]
-        print(f"{stage:<16} {s['seconds']:>8.1f} {s['seconds'] / copy:>7.1f} {s['max_rss_MB']:>12.0f} "
+        print(f"{stage:<13} {s['seconds']:>8.1f} {s['seconds'] / copy:>7.1f} {s['max_rss_MB']:>12.0f} "
               f"{s.get('jobs', 1):>5}  {rows[stage]}")
     core = sum(run["stages"][s]["seconds"] for s in ("ingest", "index", "filter"))
     print(f"ingest + index + filter: {core:.1f} s; whole run (Snakemake, all stages): {run['total_seconds']} s "
@@ -604,14 +598,12 @@ def _print_growth(report) -> None:
     if len(scales) < 2:
         return
     print("\nhow time grows with area (seconds; last column: ratio largest/smallest over area ratio, 1 = linear)")
-    print(f"{'stage':<16} " + " ".join(f"{s:>9}" for s in scales) + "  linearity")
+    print(f"{'stage':<13} " + " ".join(f"{s:>9}" for s in scales) + "  linearity")
     area = float(Fraction(scales[-1]) / Fraction(scales[0]))
     for stage in STAGES:
-        if any(stage not in report["scales"][s]["run"]["stages"] for s in scales):
-            continue
         times = [report["scales"][s]["run"]["stages"][stage]["seconds"] for s in scales]
         growth = times[-1] / max(times[0], 1e-9) / area
-        print(f"{stage:<16} " + " ".join(f"{t:>9.1f}" for t in times) + f"  {growth:>8.2f}")
+        print(f"{stage:<13} " + " ".join(f"{t:>9.1f}" for t in times) + f"  {growth:>8.2f}")
 
 
 

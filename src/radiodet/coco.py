@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +45,7 @@ from .schema import read_frame
 from .tiling import SPLITS
 from .workers import CAN_FORK, forked_pool
 
-__all__ = ["ellipse_polygon", "ellipse_polygons", "build_coco", "link_coco_images", "write_coco",
-           "write_coco_annotations"]
+__all__ = ["ellipse_polygon", "ellipse_polygons", "build_coco", "write_coco"]
 
 log = logging.getLogger(__name__)
 
@@ -293,10 +291,6 @@ def write_coco(boxes_path: str | Path, manifest_paths: dict[str, str | Path], vi
                workers: int = 1) -> dict:
     """Write ``instances_<split>.json`` and link the PNG views into ``images/``.
 
-    :func:`write_coco_annotations`, then :func:`link_coco_images` (the
-    workflow runs them as two jobs, so the annotations need not wait for the
-    views); NPY paths are recorded when every views directory holds NPY views.
-
     Parameters
     ----------
     boxes_path : str or Path
@@ -315,8 +309,8 @@ def write_coco(boxes_path: str | Path, manifest_paths: dict[str, str | Path], vi
     segmentation : bool
         Write each source's ellipse as a polygon.
     workers : int
-        Processes encoding the annotations; the files are the same whatever
-        the number.
+        Processes building and encoding the annotations (the rule's threads);
+        the files are the same whatever the number.
 
     Returns
     -------
@@ -324,51 +318,28 @@ def write_coco(boxes_path: str | Path, manifest_paths: dict[str, str | Path], vi
         Images and annotations per split (also written to ``summary_path``).
     """
     out_dir = Path(out_dir)
-    npy = bool(views_dirs) and all(any(Path(d).glob("*.npy")) for d in views_dirs.values())
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.annotations.", dir=out_dir.parent) as scratch:
-        annotations_dir = Path(scratch) / "annotations"
-        summary = write_coco_annotations(boxes_path, manifest_paths, annotations_dir, summary_path,
-                                         coco_dir=out_dir, views_dirs=views_dirs if npy else None,
-                                         classes=classes, n_sigma=n_sigma, survey=survey,
-                                         ownership_path=ownership_path, segmentation=segmentation, workers=workers)
-        link_coco_images(annotations_dir, manifest_paths, views_dirs, out_dir, ownership_path=ownership_path)
-    return summary
-
-
-def write_coco_annotations(boxes_path: str | Path, manifest_paths: dict[str, str | Path], out_dir: str | Path,
-                           summary_path: str | Path, *, coco_dir: str | Path, classes: dict[int, str],
-                           n_sigma: float, views_dirs: dict[str, str | Path] | None = None, survey: str = "",
-                           ownership_path: str | Path | None = None, segmentation: bool = True,
-                           workers: int = 1) -> dict:
-    """Write ``instances_<split>.json`` into ``out_dir`` (atomically), as they will read in ``coco_dir``.
-
-    Everything but the images themselves: :func:`link_coco_images` then
-    makes ``coco_dir`` from these files and the PNG views. The JSON's paths
-    (``file_name``, ``fits_file``, ``npy_file``) are relative to
-    ``coco_dir``. ``views_dirs``: {field: views directory} when the views
-    include NPY files (``npy_file`` is recorded), else None. Other
-    parameters as :func:`write_coco`; returns its summary.
-    """
-    out_dir = Path(out_dir)
     boxes = read_frame(boxes_path)
     manifests = read_manifests(manifest_paths, ownership_path)
     unknown = set(boxes["class_id"].unique()) - set(classes)
     if unknown:
         raise ValueError(f"{boxes_path}: class ids {sorted(unknown)} have no name in the config classes")
-    final = Path(coco_dir).resolve()
+    final = out_dir.resolve()
 
     def rel(path) -> str:
         return os.path.relpath(Path(path).resolve(), final)
 
     fits_prefix = {field: rel(Path(p).parent) for field, p in manifest_paths.items()}
-    npy_prefix = {field: rel(d) for field, d in views_dirs.items()} if views_dirs else None
+    npy_prefix = {field: rel(d) for field, d in views_dirs.items()
+                  if any(Path(d).glob("*.npy"))} or None
     summary = {"images": {}, "annotations": {}}
     with atomic_directory(out_dir) as tmp:
         for split in SPLITS:
             head, annotations = _coco_parts(
                 split, manifests, boxes, classes, n_sigma=n_sigma, fits_prefix=fits_prefix,
-                npy_prefix=npy_prefix, survey=survey, segmentation=segmentation)
+                npy_prefix=npy_prefix if npy_prefix and len(npy_prefix) == len(views_dirs) else None,
+                survey=survey, segmentation=segmentation)
+            link_files((os.path.join(views_dirs[image["field"]], f"{image['cutout_id']}.png"),
+                        os.path.join(tmp, image["file_name"])) for image in head["images"])
             with atomic_path(tmp / f"instances_{split}.json") as path, open(path, "wb") as out:
                 out.writelines(_coco_json_pieces(head, annotations, workers))
                 out.write(b"\n")
@@ -377,29 +348,3 @@ def write_coco_annotations(boxes_path: str | Path, manifest_paths: dict[str, str
             log.info("%s: %d images, %d annotations", split, len(head["images"]), len(annotations))
     write_json(summary_path, summary)
     return summary
-
-
-def link_coco_images(annotations_dir: str | Path, manifest_paths: dict[str, str | Path],
-                     views_dirs: dict[str, str | Path], out_dir: str | Path, *,
-                     ownership_path: str | Path | None = None) -> int:
-    """Make the COCO directory ``out_dir`` (atomically): the JSON files of ``annotations_dir`` and ``images/``.
-
-    Hard links (copies across file systems) of :func:`write_coco_annotations`'
-    files, and ``images/<split>/<cutout_id>.png`` of each owned cutout from
-    its field's views: the images the JSON lists (the same manifests and
-    ownership choose them). Returns the number of images.
-    """
-    annotations_dir = Path(annotations_dir)
-    names = [f"instances_{split}.json" for split in SPLITS]
-    missing = [name for name in names if not (annotations_dir / name).is_file()]
-    if missing:
-        raise FileNotFoundError(f"{annotations_dir} lacks {', '.join(missing)}: re-run the COCO annotations")
-    manifests = read_manifests(manifest_paths, ownership_path)
-    with atomic_directory(out_dir) as tmp:
-        link_files((annotations_dir / name, Path(tmp) / name) for name in names)
-        n = link_files((os.path.join(views_dirs[field], f"{cutout_id}.png"),
-                        os.path.join(tmp, "images", split, f"{cutout_id}.png"))
-                       for field, cutout_id, split in zip(manifests["field"], manifests["cutout_id"],
-                                                          manifests["split"]) if split in SPLITS)
-    log.info("%d images linked from the views into %s", n, out_dir)
-    return n

@@ -1,10 +1,14 @@
-"""Snakemake adapter: COCO annotation files + PNG views -> the COCO directory (radiodet.coco)."""
+"""Snakemake adapter: boxes -> COCO files (radiodet.coco)."""
 
-from radiodet.coco import link_coco_images
+from radiodet.boxes import n_sigma_for
+from radiodet.coco import write_coco
 from radiodet.logs import configure
 
 with configure(snakemake.log[0]):
     fields = snakemake.params.fields
-    link_coco_images(snakemake.input.annotations, dict(zip(fields, snakemake.input.manifests)),
-                     dict(zip(fields, snakemake.input.views)), snakemake.output.coco,
-                     ownership_path=snakemake.input.ownership)
+    write_coco(snakemake.input.boxes, dict(zip(fields, snakemake.input.manifests)),
+               dict(zip(fields, snakemake.input.views)), snakemake.output.coco, snakemake.output.summary,
+               classes=snakemake.params.classes, survey=snakemake.params.survey,
+               n_sigma=n_sigma_for(snakemake.params.boxes["extent"], snakemake.params.boxes["scale"]),
+               ownership_path=snakemake.input.ownership, segmentation=snakemake.params.coco["segmentation"],
+               workers=snakemake.threads)
