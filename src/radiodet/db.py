@@ -393,8 +393,8 @@ _COPY_BINARY_HEADER = b"PGCOPY\n\xff\r\n\0" + b"\0\0\0\0" + b"\0\0\0\0"
 _COPY_BINARY_TRAILER = b"\xff\xff"
 
 
-def binary_copy_records(columns: dict[str, np.ndarray | str | PlanarPoints]) -> bytes:
-    """The rows of COPY's binary format for ``columns`` (no header or trailer).
+def binary_copy_records(columns: dict[str, np.ndarray | str | PlanarPoints]) -> memoryview:
+    """The rows of COPY's binary format for ``columns`` (no header or trailer), as the bytes of one array.
 
     A column is an int64 array (``bigint``), a float64 array (``double
     precision``, sent as its 8 bytes: no decimal round trip), a ``str``
@@ -431,23 +431,42 @@ def binary_copy_records(columns: dict[str, np.ndarray | str | PlanarPoints]) -> 
     records["count"] = len(columns)
     for field, value in fill.items():
         records[field] = value
-    return records.tobytes()
+    return records.data.cast("B")  # the array's own bytes: no copy of millions of rows
 
 
-def copy_binary(conn: sa.Connection, table: str, columns: list[str], chunks: Iterable[bytes], *,
+class _ChunkStream(io.RawIOBase):
+    """A readable stream of ``chunks`` (bytes-like) one after the other, without joining them into one copy."""
+
+    def __init__(self, chunks: Iterable):
+        self._chunks = iter(chunks)
+        self._current = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._current:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._current = memoryview(chunk).cast("B")
+        n = min(len(buffer), len(self._current))
+        buffer[:n] = self._current[:n]
+        self._current = self._current[n:]
+        return n
+
+
+def copy_binary(conn: sa.Connection, table: str, columns: list[str], chunks: Iterable, *,
                 freeze: bool = False) -> None:
     """COPY rows in binary format (``chunks`` from :func:`binary_copy_records`) into ``table`` (trusted name).
 
     ``freeze``: write the rows frozen (``COPY ... FREEZE``; ``table`` must be
     created in this transaction), so the first scan (an index build, the
-    join) need not set and write back every page's hint bits.
+    join) need not set and write back every page's hint bits. The chunks
+    are sent as they are, not joined first: a copy of an SDC1 field's
+    points is 0.4 GB of new memory.
     """
-    stream = io.BytesIO()
-    stream.write(_COPY_BINARY_HEADER)
-    for chunk in chunks:
-        stream.write(chunk)
-    stream.write(_COPY_BINARY_TRAILER)
-    stream.seek(0)
+    stream = _ChunkStream([_COPY_BINARY_HEADER, *chunks, _COPY_BINARY_TRAILER])
     raw = conn.connection.dbapi_connection
     with raw.cursor() as cursor:
         # large reads: a few GIL acquisitions, so a COPY in a thread runs beside Python work
