@@ -36,6 +36,10 @@ connection_url(config["database"]["url"], environ={})
 _PYTHONPATH = os.environ.get("PYTHONPATH", "")
 if _SRC not in _PYTHONPATH.split(os.pathsep):
     os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (_SRC, _PYTHONPATH) if p))
+# Arrow's buffers from the C library's allocator rather than pyarrow's default mimalloc pool:
+# reading the 5.25 M-row SDC1-size catalogue took 1.4-2.2 s of kernel time instead of 3.7-4.3 s
+# (same peak memory), the rest of the stages the same either way. A user's own setting wins.
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
 SURVEY = config["survey"]
 RESULTS = f"results/{SURVEY}"
