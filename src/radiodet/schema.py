@@ -113,10 +113,12 @@ def write_parquet(df: pd.DataFrame | pa.Table, path: str | Path, *,
     schema = pa.schema(fields, metadata={"radiodet": stamp})
     table = df.cast(schema) if arrow else pa.Table.from_pandas(df, schema=schema, preserve_index=False)
     # dictionary pages for ids, labels and strings; floats (positions, fluxes) rarely repeat, and
-    # trying a dictionary for each float column cost a fifth of the write (zstd squeezes them as well)
+    # trying a dictionary for each float column cost a fifth of the write. Snappy (Parquet's usual
+    # codec): the 5.25 M-row SDC1-size catalogue written in 1.1-1.2 s and read in 0.45-0.5 s, against
+    # 1.9 s and 0.8-1.0 s with zstd, for files a quarter larger (477 MB against 381 MB)
     dictionary = [field.name for field in table.schema if not pa.types.is_floating(field.type)]
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd", use_dictionary=dictionary)
+        pq.write_table(table, tmp, compression="snappy", use_dictionary=dictionary)
 
 
 def _decoded_categoricals(df: pd.DataFrame, columns: dict[str, tuple[pa.DataType, str, str]]
