@@ -32,6 +32,7 @@ from radiodet.index import (
     _with_fields_sorted,
     build_index,
     load_and_assign,
+    source_point_records,
     stage_sources,
 )
 from radiodet.manifest import field_wcs
@@ -375,6 +376,34 @@ def test_private_server_listens_on_a_private_socket_only(engine, postgis_url):
     datadir = os.path.join(os.path.dirname(socket_dir), "data")
     if os.path.isdir(datadir):
         assert stat.S_IMODE(os.stat(datadir).st_mode) == 0o700
+
+
+def test_source_points_are_the_same_rows_whatever_the_chunk_and_search(monkeypatch):
+    """The projected points of fields across RA 0 and near a pole: chunking and the KD-tree change no byte."""
+    import radiodet.index as index
+
+    rng = np.random.default_rng(3)
+    n = 5_000
+    ra = np.concatenate([rng.uniform(-1.5, 1.5, n) % 360, rng.uniform(0, 360, n)])
+    dec = np.concatenate([rng.uniform(-31.5, -28.5, n), rng.uniform(87.0, 90.0, n)])
+    sources = pd.DataFrame({"source_id": np.arange(2 * n) + 10**12, "ra": ra, "dec": dec})
+    planes = pd.DataFrame({"plane_ra": [0.2, 359.4, 45.0], "plane_dec": [-30.0, -30.5, 89.0],
+                           "plane_shift": [0.0, 1e6, 2e6], "plane_radius": [1.0, 0.8, 1.5],
+                           "plane_cell": [38.4, 38.4, 10.0]}, index=["a", "b", "pole"])
+
+    def rows(**kwargs):
+        records = source_point_records(sources, planes, **kwargs)
+        return sum(count for count, _ in records), b"".join(bytes(r) for _, r in records)
+
+    count, whole = rows(chunk=len(sources))
+    separation = {field: np.rad2deg(np.arccos(np.clip(
+        index._unit(ra, dec) @ index._unit([p.plane_ra], [p.plane_dec])[0], -1, 1))) for field, p in planes.iterrows()}
+    assert count == sum(int((separation[f] <= planes.loc[f, "plane_radius"]).sum()) for f in planes.index)
+    near_any = np.logical_or.reduce([separation[f] <= planes.loc[f, "plane_radius"] for f in planes.index])
+    assert count > near_any.sum() > 1_000  # the two fields across RA 0 share sources
+    assert rows(chunk=777) == (count, whole)
+    monkeypatch.setattr(index, "_KD_TREE_ABOVE", 0)
+    assert rows(chunk=1_234) == (count, whole)
 
 
 def test_binary_copy_round_trips_every_value_exactly(engine):
