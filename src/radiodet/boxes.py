@@ -45,7 +45,16 @@ from .geometry import (
     sky_to_pixel_covariance,
 )
 from .manifest import field_beam, field_wcs
-from .schema import decoded_strings, field_pairs, key_index, read_frame, read_pairs, read_sources, write_parquet
+from .schema import (
+    decoded_strings,
+    field_pairs,
+    fields_end_to_end,
+    key_index,
+    read_frame,
+    read_pairs,
+    read_sources,
+    write_parquet,
+)
 
 __all__ = ["BOX_COLUMNS", "n_sigma_for", "pixel_ellipses", "clip_boxes", "make_boxes"]
 
@@ -194,9 +203,8 @@ def make_boxes(filtered_path: str | Path, sources_path: str | Path, manifest_pat
             "intrinsic_angle": np.mod(90.0 - own_pa_pix, 180.0),
             **{name: of_source[name] for name in ("ra", "dec", "class_id", "flux")},
             **{name: pairs[name].to_numpy()[rows] for name in ("snr", "rms", "pb")}})
-    column = {name: np.concatenate([part[name] for part in parts]) if parts else
-              np.empty(0, np.int64 if name in ("source_id", "cutout_id", "field", "split", "class_id") else float)
-              for name in BOX_COLUMNS}
+    column = fields_end_to_end(parts, {name: np.int64 if name in ("source_id", "cutout_id", "field", "split",
+                                                                  "class_id") else float for name in BOX_COLUMNS})
     visible = column["visible_fraction"] >= min_visible_fraction
     dropped = int((~visible).sum())
     column = {name: values[visible] for name, values in column.items()}

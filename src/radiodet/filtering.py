@@ -39,6 +39,7 @@ from .manifest import field_beam
 from .schema import (
     decoded_strings,
     field_pairs,
+    fields_end_to_end,
     key_index,
     read_frame,
     read_pairs,
@@ -141,10 +142,9 @@ def filter_sources(assignments_path: str | Path, sources_path: str | Path, manif
                       "field_code": np.full(len(joined.rows), number, dtype=np.int32), "rms": rms, "pb": pb,
                       "peak_model": np.where(np.isfinite(catalogued), catalogued, model_peak),
                       "flux": of_source["flux"], "of_source": joined.of_source})
-    column = {name: (np.concatenate([part[name] for part in parts]) if parts else np.empty(0, kind))
-              for name, kind in [("source_id", np.int64), ("cutout_code", np.int32), ("field_code", np.int32),
-                                 ("rms", float), ("pb", float), ("peak_model", float), ("flux", float),
-                                 ("of_source", np.intp)]}
+    column = fields_end_to_end(parts, {"source_id": np.int64, "cutout_code": np.int32, "field_code": np.int32,
+                                       "rms": float, "pb": float, "peak_model": float, "flux": float,
+                                       "of_source": np.intp})
     with np.errstate(divide="ignore", invalid="ignore"):
         snr_peak = column["pb"] * column["peak_model"] / column["rms"]
         snr_integrated = column["pb"] * column["flux"] / column["rms"]
