@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 from pycocotools.coco import COCO
 
 from radiodet.coco import _coco_json, _coco_parts, build_coco
@@ -104,3 +105,16 @@ def test_an_empty_split_encodes_as_json_dumps_does():
     assert len(annotations) == 0
     assert _coco_json(head, annotations, 2) == _reference_text(head, annotations)
     assert build_coco("test", manifest, boxes, {1: "a"}, **options)["annotations"] == []
+
+
+@pytest.mark.parametrize("prefix", [".", "..", "../cutouts/f", "a//b/", "./a", "/abs/dir"])
+@pytest.mark.parametrize("name", ["x.fits", "fits/x.fits", "./fits//x.fits", "a/../b/x.npy", "/abs/x.fits", "fits/",
+                                  "fits/.", ".", ".."])
+def test_paths_under_a_prefix_are_the_ones_pathlib_joins(prefix, name):
+    from pathlib import Path
+
+    from radiodet.coco import _path_under
+
+    cache = {}
+    assert _path_under(prefix, name, cache) == str(Path(prefix) / name)
+    assert _path_under(prefix, name, cache) == str(Path(prefix) / name)  # from the cache

@@ -42,6 +42,7 @@ from .atomic import atomic_directory, atomic_path, link_files, write_json
 from .jsontext import json_floats, json_ints, json_rounded, rounded_json
 from .manifest import read_manifests
 from .schema import read_frame
+from .streaming import DropBehind
 from .tiling import SPLITS
 from .workers import CAN_FORK, forked_pool
 
@@ -193,18 +194,23 @@ def _coco_parts(split: str, manifest: pd.DataFrame, boxes: pd.DataFrame, classes
     images = []
     sub = manifest[manifest["split"] == split].sort_values(["field", "cutout_id"]).reset_index(drop=True)
     image_ids = {cutout_id: i for i, cutout_id in enumerate(sub["cutout_id"], start=1)}
+    joined: dict[tuple[str, str], str] = {}
     for image_id, row in enumerate(sub.itertuples(), start=1):
         record = {"id": image_id, "file_name": f"images/{split}/{row.cutout_id}.png", "width": int(row.width),
                   "height": int(row.height), "cutout_id": row.cutout_id, "field": row.field,
-                  "fits_file": str(Path(fits_prefix[row.field]) / row.file),
+                  "fits_file": _path_under(fits_prefix[row.field], row.file, joined),
                   "parent_x0": int(row.x0), "parent_y0": int(row.y0)}
         if npy_prefix:
-            record["npy_file"] = str(Path(npy_prefix[row.field]) / f"{row.cutout_id}.npy")
+            record["npy_file"] = _path_under(npy_prefix[row.field], f"{row.cutout_id}.npy", joined)
         images.append(record)
-    # annotations in image order, then by source id (one pass, no per-image frames)
-    mine = boxes[(boxes["split"] == split) & boxes["cutout_id"].isin(image_ids)].copy()
-    mine["image_id"] = mine["cutout_id"].map(image_ids)
-    mine = mine.sort_values(["image_id", "source_id"], kind="stable").reset_index(drop=True)
+    # annotations in image order, then by source id (one pass, no per-image frames), taken from the
+    # boxes in one copy: a copy, a sort and a new index each copied all 866,377 rows of an SDC1 field
+    keep = np.flatnonzero(((boxes["split"] == split) & boxes["cutout_id"].isin(image_ids)).to_numpy())
+    image_of_row = boxes["cutout_id"].take(keep).map(image_ids).to_numpy(np.int64)
+    order = np.lexsort((boxes["source_id"].to_numpy()[keep], image_of_row))  # stable, as sort_values(kind="stable")
+    mine = boxes.take(keep[order])
+    mine.index = pd.RangeIndex(len(mine))
+    mine["image_id"] = image_of_row[order]
     sizes = sub.set_index("cutout_id").loc[mine["cutout_id"], ["width", "height"]].to_numpy()
     polygons = (ellipse_polygons(mine["x"] + 0.5, mine["y"] + 0.5, mine["ellipse_major"], mine["ellipse_minor"],
                                  mine["ellipse_angle"], n_sigma, sizes[:, 0], sizes[:, 1])
@@ -220,6 +226,20 @@ def _coco_parts(split: str, manifest: pd.DataFrame, boxes: pd.DataFrame, classes
                        for k, v in sorted(classes.items())],
     }
     return head, _Annotations(mine, polygons)
+
+
+def _path_under(prefix: str, name: str, joined: dict[tuple[str, str], str]) -> str:
+    """``str(Path(prefix) / name)``, the directory part of ``name`` joined by pathlib once per distinct one.
+
+    ``joined`` caches those joins (25,600 images: two pathlib joins per image took a tenth of the job).
+    """
+    head, tail = os.path.split(name)
+    if tail in ("", ".", ".."):
+        return str(Path(prefix) / name)
+    base = joined.get((prefix, head))
+    if base is None:
+        base = joined[(prefix, head)] = str(Path(prefix) / head)
+    return tail if base == "." else f"{base}/{tail}"
 
 
 def build_coco(split: str, manifest: pd.DataFrame, boxes: pd.DataFrame, classes: dict[int, str], *,
@@ -340,9 +360,9 @@ def write_coco(boxes_path: str | Path, manifest_paths: dict[str, str | Path], vi
                 survey=survey, segmentation=segmentation)
             link_files((os.path.join(views_dirs[image["field"]], f"{image['cutout_id']}.png"),
                         os.path.join(tmp, image["file_name"])) for image in head["images"])
-            with atomic_path(tmp / f"instances_{split}.json") as path, open(path, "wb") as out:
-                out.writelines(_coco_json_pieces(head, annotations, workers))
-                out.write(b"\n")
+            # written drop-behind, as the cutouts and views: 400 MB for an SDC1 field, read back by training only
+            with atomic_path(tmp / f"instances_{split}.json") as path, DropBehind() as files:
+                files.write(path, *_coco_json_pieces(head, annotations, workers), b"\n")
             summary["images"][split] = len(head["images"])
             summary["annotations"][split] = len(annotations)
             log.info("%s: %d images, %d annotations", split, len(head["images"]), len(annotations))
