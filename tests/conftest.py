@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import mmap
 import os
 import shutil
 import tempfile
@@ -69,6 +72,34 @@ def gaussian_image(nx: int, ny: int, sources, *, noise: float = 0.0, seed: int =
     for x, y, peak in sources:
         image += peak * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma**2))
     return image.astype(np.float32)
+
+
+def resident_pages(path) -> int:
+    """How many pages of ``path`` are in the page cache (``mincore`` on a mapping that touches none).
+
+    Skips the calling test where the mapping or ``mincore`` is not available.
+    """
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+    size = os.path.getsize(path)
+    pages = -(-size // mmap.PAGESIZE)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        address = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        if address in (None, ctypes.c_void_p(-1).value):
+            pytest.skip(f"mmap failed: {os.strerror(ctypes.get_errno())}")
+        try:
+            vector = ctypes.create_string_buffer(pages)
+            if libc.mincore(address, size, vector) != 0:
+                pytest.skip(f"mincore failed: {os.strerror(ctypes.get_errno())}")
+            return sum(byte & 1 for byte in vector.raw)
+        finally:
+            libc.munmap(address, size)
+    finally:
+        os.close(fd)
 
 
 def _postgis_available() -> bool:

@@ -306,6 +306,32 @@ def test_band_reads_into_a_reused_buffer_equal_fresh_reads(tmp_path):
             np.testing.assert_array_equal(reused, data[y0:y1, x0:x1])
 
 
+def test_reads_dropped_behind_leave_the_page_cache(tmp_path):
+    """The rows read drop-behind are the rows read the ordinary way, and leave the page cache once read."""
+    import os
+
+    from conftest import resident_pages
+
+    from radiodet.images import BandBuffer, open_image
+
+    data = np.random.default_rng(6).normal(0, 1e-6, size=(400, 500)).astype(np.float32)
+    path = write_image(tmp_path / "img.fits", data, sky_header(500, 400))
+    with open(path, "rb") as handle:  # on the disk, out of the cache: its pages then come from reads
+        os.fsync(handle.fileno())
+        os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    buffer = BandBuffer()
+    with open_image(path) as image:
+        image.read(0, 400)  # an ordinary read: the rows stay in the cache
+        cached = resident_pages(path)
+        if cached < 150:
+            pytest.skip("this file system keeps no page cache of its files (or mincore cannot see it)")
+        for y0 in range(0, 400, 100):
+            np.testing.assert_array_equal(image.read(y0, y0 + 100, buffer=buffer, drop_behind=True),
+                                          data[y0:y0 + 100])
+        # only pages a band covers in part stay (the header's, those a band boundary crosses)
+        assert resident_pages(path) < cached / 4, cached
+
+
 def test_views_read_the_plane_the_manifest_records(tmp_path):
     cube = np.random.default_rng(8).normal(size=(1, 3, 60, 80)).astype(np.float32)
     cube[0, 2] += 100.0  # plane 2 differs from plane 0 everywhere

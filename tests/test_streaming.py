@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import mmap
 import os
 
 import numpy as np
 import pytest
+from conftest import resident_pages
 
 from radiodet import streaming
 from radiodet.streaming import DropBehind
@@ -19,31 +19,6 @@ PAGE = mmap.PAGESIZE
 
 def _open_descriptors() -> int:
     return len(os.listdir("/proc/self/fd"))
-
-
-def _resident_pages(path) -> int:
-    """How many pages of ``path`` are in the page cache (``mincore`` on a mapping that touches none)."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-    libc.mmap.restype = ctypes.c_void_p
-    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
-    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
-    size = os.path.getsize(path)
-    pages = -(-size // PAGE)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        address = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
-        if address in (None, ctypes.c_void_p(-1).value):
-            pytest.skip(f"mmap failed: {os.strerror(ctypes.get_errno())}")
-        try:
-            vector = ctypes.create_string_buffer(pages)
-            if libc.mincore(address, size, vector) != 0:
-                pytest.skip(f"mincore failed: {os.strerror(ctypes.get_errno())}")
-            return sum(byte & 1 for byte in vector.raw)
-        finally:
-            libc.munmap(address, size)
-    finally:
-        os.close(fd)
 
 
 def test_files_hold_their_chunks_in_order(tmp_path):
@@ -86,13 +61,13 @@ def test_written_files_leave_the_page_cache(tmp_path):
     payload = os.urandom(64 * PAGE)
     control = tmp_path / "control"
     control.write_bytes(payload)
-    if _resident_pages(control) == 0:
+    if resident_pages(control) == 0:
         pytest.skip("this file system keeps no page cache of its files (or mincore cannot see it)")
     with DropBehind(window=128 * PAGE) as files:
         for k in range(8):
             files.write(tmp_path / f"f{k}", payload)
-    assert [_resident_pages(tmp_path / f"f{k}") for k in range(8)] == [0] * 8
-    assert _resident_pages(control) > 0
+    assert [resident_pages(tmp_path / f"f{k}") for k in range(8)] == [0] * 8
+    assert resident_pages(control) > 0
 
 
 def _failing_sync(code):

@@ -23,6 +23,7 @@ the PNG/NPY views.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -101,7 +102,7 @@ class _CutoutWriter:
                 self._images[cache_key] = image
         return image
 
-    def write(self, path: Path, data: np.ndarray, values: dict[str, tuple]) -> None:
+    def write(self, path: str, data: np.ndarray, values: dict[str, tuple]) -> None:
         if data.shape != self.shape:
             raise ValueError(f"cutout of shape {data.shape}, expected {self.shape}")
         cards = list(self.cards)
@@ -224,6 +225,7 @@ def make_cutouts(image_path: str | Path, out_dir: str | Path, manifest_path: str
         band_buffer = BandBuffer()
         # nothing later in the run reads the cutout files back: their pages leave the cache once written
         with atomic_directory(out_dir) as tmp_dir, DropBehind() as files:
+            tmp_prefix = os.path.join(tmp_dir, "")  # file paths as strings: tens of thousands of them
             for y0, y1, band_tiles in bands:
                 bx0 = min(t.x0 for t in band_tiles)
                 bx1 = max(t.x1 for t in band_tiles)
@@ -252,7 +254,7 @@ def make_cutouts(image_path: str | Path, out_dir: str | Path, manifest_path: str
                         template["RMSMAD"] = (rms, "1.4826 x median absolute deviation")
                         writer = _CutoutWriter(template, data.shape, files)
                     name = f"{cutout_id}.fits"
-                    writer.write(tmp_dir / name, data, {
+                    writer.write(f"{tmp_prefix}{name}", data, {
                         "CRPIX1": (float(image.wcs.wcs.crpix[0] - tile.x0), None),
                         "CRPIX2": (float(image.wcs.wcs.crpix[1] - tile.y0), None),
                         "CUTID": (cutout_id, "cutout id"),

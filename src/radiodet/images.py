@@ -139,7 +139,9 @@ class SkyImage:
         another node anyway). The band's pages are then reused for the next
         band's: on the CI machine kind, reading a 4.3 GB image from a dropped
         cache took 9.0 s of kernel time kept in the cache and 1.2 s dropped
-        behind, as new pages of its memory cost a fault in its host.
+        behind, as new pages of its memory cost a fault in its host. An image
+        the cache held before is dropped too: a later stage on the same
+        machine reads it from the disk again.
         """
         ny, nx = self.shape
         y0, y1 = max(y0, 0), min(y1, ny)

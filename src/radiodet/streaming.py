@@ -35,7 +35,6 @@ import ctypes.util
 import errno
 import logging
 import os
-from pathlib import Path
 from typing import Deque
 
 __all__ = ["DropBehind", "DEFAULT_WINDOW_BYTES"]
@@ -83,7 +82,7 @@ class DropBehind:
     def __init__(self, window: int = DEFAULT_WINDOW_BYTES, *, enabled: bool = True):
         self.window = int(window)
         self.enabled = enabled and _SYNC_FILE_RANGE is not None and hasattr(os, "posix_fadvise")
-        self._in_flight: Deque[tuple[int, Path, int]] = collections.deque()
+        self._in_flight: Deque[tuple[int, str, int]] = collections.deque()
         self._bytes_in_flight = 0
         self.files = 0
         self.bytes = 0
@@ -99,7 +98,7 @@ class DropBehind:
 
     def write(self, path: str | os.PathLike, *chunks) -> None:
         """Create (or truncate) ``path`` and write ``chunks`` (bytes-like) to it, in order."""
-        path = Path(path)
+        path = os.fspath(path)  # a string is enough: tens of thousands of files
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o666)
         size = 0
         try:
@@ -140,17 +139,17 @@ class DropBehind:
         finally:
             os.close(fd)
 
-    def _call(self, fd: int, path: Path, flags: int) -> None:
+    def _call(self, fd: int, path: str, flags: int) -> None:
         """``sync_file_range(fd, 0, 0, flags)``; a file system that refuses it turns drop-behind off."""
         if _SYNC_FILE_RANGE(fd, 0, 0, flags) == 0:
             return
         code = ctypes.get_errno()
         if code in (errno.EINVAL, errno.ENOSYS, errno.ESPIPE, errno.EOPNOTSUPP):
             log.info("%s: the file system does not take sync_file_range (%s); files are written the ordinary "
-                     "way", path.parent, os.strerror(code))
+                     "way", os.path.dirname(path), os.strerror(code))
             self.enabled = False
             return
-        raise OSError(code, os.strerror(code), str(path))
+        raise OSError(code, os.strerror(code), path)
 
     def _abandon(self) -> None:
         while self._in_flight:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -111,7 +112,8 @@ def scale(data: np.ndarray, vmin: float, vmax: float, config: ViewConfig, *, out
     if data.dtype != np.float32 or out.dtype != np.float32:
         raise TypeError(f"in-place scaling takes float32 data and output, not {data.dtype} and {out.dtype}")
     np.copyto(out, data)
-    np.nan_to_num(out, copy=False, nan=vmin)
+    # NaN -> vmin; an infinity is left for the clip (nan_to_num's finite stand-ins clip the same way)
+    np.copyto(out, out.dtype.type(vmin), where=np.isnan(out))
     ManualInterval(vmin, vmax)(out, clip=True, out=out)
     return stretch(out, clip=True, out=out)
 
@@ -188,6 +190,7 @@ def _write_bands(image_path: Path, plane: tuple[int, ...] | None, bands: list[Ba
     stretch = _stretch(config)
     band_buffer = BandBuffer()
     written = 0
+    out_prefix = os.path.join(out_dir, "")  # file paths as strings: tens of thousands of them
     # nothing later in the run reads the views back: their pages leave the cache once written
     with open_image(image_path, plane=plane) as image, DropBehind() as files:
         for y0, y1, cutouts in bands:
@@ -210,10 +213,10 @@ def _write_bands(image_path: Path, plane: tuple[int, ...] | None, bands: list[Ba
                     np.copyto(work.pixels, work.grey, casting="unsafe")
                     png = (png_bytes(np.ascontiguousarray(work.pixels), config.png_compress_level)
                            if config.png_compress_level else _stored_png(work.rows))
-                    files.write(out_dir / f"{cutout_id}.png", png)
+                    files.write(f"{out_prefix}{cutout_id}.png", png)
                 if "npy" in config.formats:
                     # np.save's bytes; its header, the same for every cutout of the shape, formatted once
-                    files.write(out_dir / f"{cutout_id}.npy", work.npy_header, scaled.data)
+                    files.write(f"{out_prefix}{cutout_id}.npy", work.npy_header, scaled.data)
                 written += 1
     return written
 
