@@ -12,7 +12,7 @@ from astropy.wcs import WCS
 from conftest import SDC1_IMAGE, gaussian_image, sky_header, write_image
 from PIL import Image
 
-from radiodet import images
+from radiodet import cutouts, images
 from radiodet.cutouts import CutoutConfig, make_cutouts
 from radiodet.errors import ImageError
 from radiodet.images import robust_rms
@@ -56,6 +56,49 @@ def test_sdc1_4d_cutouts_carry_the_parent_wcs_beam_and_pixels(tmp_path):
     assert read_units(tmp_path / "manifest.parquet")["ra_center"] == "deg"
     meta = read_parquet_metadata(tmp_path / "manifest.parquet")
     assert meta["shape"] == [957, 1041] and meta["beam_arcsec"][0] == pytest.approx(1.5)
+
+
+def _astropy_bytes(image_path, row) -> bytes:
+    """The cutout of manifest ``row`` as astropy writes it from the same header (cutout_header + RMSMAD)."""
+    import io
+
+    from radiodet.cutouts import cutout_header
+    from radiodet.images import open_image
+    from radiodet.tiling import Tile
+
+    with open_image(image_path) as image:
+        tile = Tile(x0=row.x0, y0=row.y0, x1=row.x1, y1=row.y1, split=row.split)
+        header = cutout_header(image, tile, cutout_id=row.cutout_id, field=row.field)
+        header["RMSMAD"] = (row.rms_mad, "1.4826 x median absolute deviation")
+        buffer = io.BytesIO()
+        fits.PrimaryHDU(image.read(row.y0, row.y1, row.x0, row.x1), header=header).writeto(buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("layout", ["ours", "astropy's"])
+def test_every_cutout_file_is_what_astropy_writes_from_its_header(tmp_path, monkeypatch, caplog, layout):
+    # the writer lays out the cutout id and noise cards itself; where its layout disagreed with
+    # astropy's on the first card (simulated), astropy formats them all and the files are the same
+    if layout == "astropy's":
+        monkeypatch.setattr(cutouts, "_simple_card", lambda key, value, comment: f"{key:8}= {value!r}".ljust(80))
+    manifest = _cut(tmp_path, SDC1_IMAGE, regions=REGIONS)
+    assert len(manifest) == 30
+    for row in manifest.itertuples():
+        assert (tmp_path / row.file).read_bytes() == _astropy_bytes(SDC1_IMAGE, row), row.file
+    assert ("differs from astropy's" in caplog.text) == (layout == "astropy's")
+
+
+@pytest.mark.parametrize("value", [1.2345678901234567e-06, 1e-06, 3.0000000000000004e-07, 0.0, -2.5e-05, 1e16, 1.5e300,
+                                   123456789.12345679, "f_x00000_y00000", "it's", "a", "x" * 40])
+def test_simple_cards_are_astropy_s_or_left_to_astropy(value):
+    for comment in ("1.4826 x median absolute deviation", None, "y" * 70):
+        card = cutouts._simple_card("RMSMAD", value, comment)
+        if card is not None:
+            assert card == fits.Card("RMSMAD", value, comment).image
+        else:  # only where value and comment together pass the 80 columns (astropy then cuts the comment)
+            assert comment is not None and 10 + len(repr(value)) + 3 + len(comment) > 80
+    for value in (float("nan"), float("inf"), 3, True, "", "é"):
+        assert cutouts._simple_card("RMSMAD", value, None) is None
 
 
 def test_cutouts_read_the_image_in_bands_never_whole(tmp_path, monkeypatch):
@@ -125,7 +168,7 @@ def _reference_rms(values):
 
 @pytest.mark.parametrize("shape", [(205, 205), (204, 205), (60, 60), (1,), (2,)])
 def test_robust_rms_equals_numpy_medians_on_the_real_sdc1_image(shape):
-    # the bracketed selection must give np.median's values exactly, in Jy/beam (~1e-6)
+    # the selection must give np.median's values exactly (odd and even counts), in Jy/beam (~1e-6)
     parent = fits.getdata(SDC1_IMAGE)[0, 0].astype(np.float32)
     rng = np.random.default_rng(17)
     size = int(np.prod(shape))
@@ -141,13 +184,13 @@ def test_robust_rms_equals_numpy_medians_on_the_real_sdc1_image(shape):
     assert abs(robust_rms(values)[0]) < 1e-3  # real units: noise of micro-Jy/beam, not a unit-amplitude fixture
 
 
-def test_robust_rms_is_exact_when_the_subsample_misleads():
-    # every 20th value is huge, so the regular subsample that brackets the median is wrong:
-    # the selection must notice and fall back to partitioning every value
-    values = np.random.default_rng(5).normal(0.0, 3.8e-7, 42_025).astype(np.float32)
-    values[::20] = 1.0
-    values[1::20] = 1.0
-    assert robust_rms(values) == _reference_rms(values)
+def test_robust_rms_is_exact_with_regular_outliers_and_ties():
+    # every 20th value is huge (a pixel order that would mislead a subsample), for odd and even counts
+    for size in (42_025, 42_024):
+        values = np.random.default_rng(5).normal(0.0, 3.8e-7, size).astype(np.float32)
+        values[::20] = 1.0
+        values[1::20] = 1.0
+        assert robust_rms(values) == _reference_rms(values)
     ties = np.zeros(42_025, np.float32)
     ties[:100] = 1e-6
     assert robust_rms(ties) == (0.0, 0.0)

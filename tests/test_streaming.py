@@ -32,6 +32,23 @@ def test_files_hold_their_chunks_in_order(tmp_path):
     assert files.bytes == sum(os.path.getsize(tmp_path / f"f{k}.bin") for k in range(20))
 
 
+@pytest.mark.parametrize("accepted", [0, 1, 4999, 5000, 5003, 8603])
+def test_what_a_short_writev_leaves_is_written_after_it(tmp_path, monkeypatch, accepted):
+    # writev may take fewer bytes than offered (a signal, a full pipe): the rest follows in order
+    real_writev = os.writev
+
+    def short_writev(fd, buffers):
+        joined = b"".join(bytes(b) for b in buffers)[:accepted]
+        return real_writev(fd, [joined]) if joined else 0
+
+    monkeypatch.setattr(streaming.os, "writev", short_writev)
+    chunks = (b"h" * 5000, np.arange(900, dtype=">f4").data, b"\0" * 3)
+    with DropBehind() as files:
+        files.write(tmp_path / "f.bin", *chunks)
+    assert (tmp_path / "f.bin").read_bytes() == b"".join(bytes(c) for c in chunks)
+    assert files.bytes == 5000 + 3600 + 3
+
+
 def test_the_same_bytes_without_drop_behind(tmp_path):
     chunks = (b"x" * 5000, np.ones((30, 30), np.float32).data)
     with DropBehind(enabled=False) as plain, DropBehind() as streamed:

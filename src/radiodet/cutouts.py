@@ -84,37 +84,81 @@ class _CutoutWriter:
             raise ValueError(f"cutout header template lacks {missing}")
         self.shape = shape
         self._images: dict[tuple, str] = {}
+        self._simple: dict[str, bool] = {}  # keyword -> _simple_card agreed with astropy on its first card
         self._big_endian = np.empty(shape, dtype=">f4")  # each file's data, reused
         self.files = files
 
     def card_image(self, key: str, value, comment: str | None) -> str:
-        """The 80-character card, formatted by astropy once per distinct (key, value, comment).
+        """The 80-character card for a varying keyword, as ``astropy.io.fits.Card(...).image`` gives it.
 
         A grid repeats each CRPIX/CUTX0/CUTY0/SPLIT value along a row or column
-        of cutouts; the value's type is part of the key (``1 == 1.0`` in Python,
-        but the cards differ).
+        of cutouts: those are formatted by astropy once per distinct (key,
+        value, comment); the value's type is part of the key (``1 == 1.0`` in
+        Python, but the cards differ). The others (the cutout id, the noise)
+        are new for every cutout and laid out by :func:`_simple_card`, which
+        the first card of each keyword checks against astropy's.
         """
-        cache_key = (key, type(value), value, comment)
-        image = self._images.get(cache_key)
-        if image is None:
-            image = fits.Card(key, value, comment).image
-            if len(self._images) < 100_000:
-                self._images[cache_key] = image
-        return image
+        if key in self.REPEATING:
+            cache_key = (key, type(value), value, comment)
+            image = self._images.get(cache_key)
+            if image is None:
+                image = fits.Card(key, value, comment).image
+                if len(self._images) < 100_000:
+                    self._images[cache_key] = image
+            return image
+        image = _simple_card(key, value, comment) if self._simple.get(key, True) else None
+        if key not in self._simple:  # the first card of this keyword: does the layout agree with astropy's?
+            reference = fits.Card(key, value, comment).image
+            self._simple[key] = image == reference
+            if image != reference:
+                log.warning("the %s card laid out here differs from astropy's (%r, %r): astropy formats every "
+                            "%s card (slower, the same files)", key, image, reference, key)
+            return reference
+        return image if image is not None else fits.Card(key, value, comment).image
 
     def write(self, path: str, data: np.ndarray, values: dict[str, tuple]) -> None:
         if data.shape != self.shape:
             raise ValueError(f"cutout of shape {data.shape}, expected {self.shape}")
         cards = list(self.cards)
         for key, (value, comment) in values.items():
-            cards[self.index[key]] = (self.card_image(key, value, comment) if key in self.REPEATING
-                                      else fits.Card(key, value, comment).image)
+            cards[self.index[key]] = self.card_image(key, value, comment)
         header = "".join(cards) + "END".ljust(80)
         header += " " * (-len(header) % 2880)
         np.copyto(self._big_endian, data)
         payload = self._big_endian.data
         # the write copies the bytes: the buffer can take the next cutout's
         self.files.write(path, header.encode("ascii"), payload, b"\0" * (-payload.nbytes % 2880))
+
+
+def _simple_card(key: str, value, comment: str | None) -> str | None:
+    """A fixed-format card of a float or string value as astropy lays it out, or None where it might not.
+
+    astropy (``astropy.io.fits.card``): the keyword in columns 1-8, ``= ``,
+    the value right-justified in 20 columns (a float as ``str(value)`` with
+    ``E`` for ``e``, its mantissa cut to fit 20 characters), or a string
+    quoted (``'`` doubled), padded to 8 characters inside the quotes and
+    left-justified in 20, then `` / `` and the comment, the whole padded to
+    80. None for anything else (an empty or non-ASCII string, a non-finite
+    or non-float number, a card longer than 80 characters, which astropy
+    continues or cuts): astropy formats those.
+    """
+    if type(value) is float:
+        if value != value or value in (float("inf"), float("-inf")):
+            return None
+        text = str(value).replace("e", "E")
+        if len(text) > 20:
+            exponent = text.find("E")
+            text = text[:20] if exponent < 0 else text[:20 - (len(text) - exponent)] + text[exponent:]
+        text = f"{text:>20}"
+    elif type(value) is str and value and value.isascii() and value.isprintable():
+        quoted = "'{:8}'".format(value.replace("'", "''"))
+        text = f"{quoted:20}"
+    else:
+        return None
+    if len(key) > 8 or not key.isupper():
+        return None
+    card = f"{key:8}= {text}" + (f" / {comment}" if comment else "")
+    return card.ljust(80) if len(card) <= 80 else None
 
 
 def cutout_header(image: SkyImage, tile: Tile, *, cutout_id: str, field: str) -> fits.Header:
@@ -235,6 +279,8 @@ def make_cutouts(image_path: str | Path, out_dir: str | Path, manifest_path: str
                 tx0, ty0, tx1, ty1 = (np.array([getattr(t, c) for t in band_tiles]) for c in ("x0", "y0", "x1", "y1"))
                 band_ra, band_dec = footprints(image.wcs, tx0, ty0, tx1, ty1)
                 centre_ra, centre_dec = image.wcs.pixel_to_world_values((tx0 + tx1 - 1) / 2, (ty0 + ty1 - 1) / 2)
+                centre_ra = normalise_ra(centre_ra).tolist()  # Python floats, as the manifest takes them
+                centre_dec = np.asarray(centre_dec, dtype=float).tolist()
                 first = _first_sampled_row(next_sample_row, y0, stride)
                 if first < y1:
                     samples.append(band[first - y0::stride, ::stride].flatten())  # a copy: the buffer is reused
@@ -253,10 +299,11 @@ def make_cutouts(image_path: str | Path, out_dir: str | Path, manifest_path: str
                         template = cutout_header(image, tile, cutout_id=cutout_id, field=field)
                         template["RMSMAD"] = (rms, "1.4826 x median absolute deviation")
                         writer = _CutoutWriter(template, data.shape, files)
+                        crpix_comments = template.comments["CRPIX1"], template.comments["CRPIX2"]
                     name = f"{cutout_id}.fits"
                     writer.write(f"{tmp_prefix}{name}", data, {
-                        "CRPIX1": (float(image.wcs.wcs.crpix[0] - tile.x0), None),
-                        "CRPIX2": (float(image.wcs.wcs.crpix[1] - tile.y0), None),
+                        "CRPIX1": (float(image.wcs.wcs.crpix[0] - tile.x0), crpix_comments[0]),
+                        "CRPIX2": (float(image.wcs.wcs.crpix[1] - tile.y0), crpix_comments[1]),
                         "CUTID": (cutout_id, "cutout id"),
                         "CUTX0": (tile.x0, "parent column of pixel x=0 (0-based)"),
                         "CUTY0": (tile.y0, "parent row of pixel y=0 (0-based)"),
@@ -266,7 +313,7 @@ def make_cutouts(image_path: str | Path, out_dir: str | Path, manifest_path: str
                         "cutout_id": cutout_id, "field": field, "split": tile.split,
                         "file": str(relative_dir / name), "x0": tile.x0, "y0": tile.y0, "x1": tile.x1,
                         "y1": tile.y1, "width": tile.x1 - tile.x0, "height": tile.y1 - tile.y0,
-                        "ra_center": float(normalise_ra(centre_ra[i])), "dec_center": float(centre_dec[i]),
+                        "ra_center": centre_ra[i], "dec_center": centre_dec[i],
                         "footprint": format_polygon(band_ra[i], band_dec[i]), "nan_fraction": nan_fraction,
                         "rms_mad": rms, "median": median,
                     })

@@ -332,61 +332,33 @@ def robust_rms(values: np.ndarray, mask: np.ndarray | None = None) -> tuple[floa
     """(1.4826 x MAD, median) of the finite values; NaN for none.
 
     Exactly ``np.median`` of the values and of their absolute deviations
-    from it (in float64), selected by :func:`_select_ranks`. ``mask``:
-    ``np.isfinite(values)`` where the caller has it already.
+    from it (in float64), found by :func:`_median`. ``mask``:
+    ``np.isfinite(values)`` where the caller has it already. ``values`` is
+    not modified.
     """
     if mask is None:
         mask = np.isfinite(values)
-    finite = values.ravel() if mask.all() else values[mask]
+    finite = values.flatten() if mask.all() else values[mask]  # a copy either way: _median reorders it
     if finite.size == 0:
         return float("nan"), float("nan")
     median = _median(finite)
-    deviation = finite.astype(np.float64)
+    deviation = finite.astype(np.float64)  # the deviations' order does not matter to their median
     deviation -= median
     np.abs(deviation, out=deviation)
     return MAD_TO_SIGMA * _median(deviation), median
 
 
-def _median(values: np.ndarray) -> float:
-    """The median of a 1-D array without NaN (the mean of the middle two for an even count), as float."""
-    half = values.size // 2
-    if values.size % 2:
-        return float(_select_ranks(values, [half])[0])
-    below, above = _select_ranks(values, [half - 1, half])
-    return 0.5 * (float(below) + float(above))
+def _median(work: np.ndarray) -> float:
+    """The median of a 1-D array without NaN (the mean of the middle two for an even count), as float.
 
-
-#: below this many values :func:`_select_ranks` partitions them all
-_SELECT_SAMPLED_FROM = 8192
-
-
-def _select_ranks(values: np.ndarray, ranks: list[int]) -> list:
-    """The values at 0-based ``ranks`` (ascending) of ``values`` sorted; ``values`` is not modified.
-
-    The same values as ``np.partition``, about twice as fast for a cutout's
-    42,025 pixels (robust_rms was half the cutout stage's time): a regular
-    subsample of about 2,000 values, sorted, brackets the ranks by +-4
-    standard deviations of a sample quantile's rank; only the values inside
-    the bracket are partitioned, and the count below it places the ranks
-    among them. A bracket that misses (improbable, possible for a
-    pathological pixel order) falls back to partitioning everything, so the
-    result is exact either way.
+    ``work`` is reordered in place. One selection (``partition`` at the upper
+    middle rank) and, for an even count, the maximum of the values below it:
+    the lower middle value. Asking ``partition`` for both middle ranks at once
+    took ten times as long for a cutout's pixels (0.37 ms against 0.03 ms for
+    42,025 values), and ``np.median`` does that.
     """
-    n = values.size
-    if n >= _SELECT_SAMPLED_FROM:
-        sample = np.sort(values[::n // 2048])
-        size = sample.size
-        margin = int(2 * np.sqrt(size)) + 2  # 4 sigma: the sample rank of a quantile p has sigma sqrt(size p (1-p))
-        low = sample[max(ranks[0] * size // n - margin, 0)]
-        high = sample[min(ranks[-1] * size // n + margin, size - 1)]
-        inside = values >= low
-        below = n - np.count_nonzero(inside)
-        inside &= values <= high
-        candidates = values[inside]
-        if below <= ranks[0] and ranks[-1] < below + candidates.size:
-            local = [rank - below for rank in ranks]
-            candidates.partition(local)
-            return [candidates[rank] for rank in local]
-    everything = values.copy()
-    everything.partition(ranks)
-    return [everything[rank] for rank in ranks]
+    half = work.size // 2
+    work.partition(half)
+    if work.size % 2:
+        return float(work[half])
+    return 0.5 * (float(work[:half].max()) + float(work[half]))

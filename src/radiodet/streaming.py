@@ -102,8 +102,14 @@ class DropBehind:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o666)
         size = 0
         try:
-            for chunk in chunks:
-                view = memoryview(chunk).cast("B")
+            views = [memoryview(chunk).cast("B") for chunk in chunks]
+            size = os.writev(fd, views) if hasattr(os, "writev") and views else 0  # one system call for all
+            skip = size
+            for view in views:  # whatever a short writev left (or everything, without writev)
+                if skip >= len(view):
+                    skip -= len(view)
+                    continue
+                view, skip = view[skip:], 0
                 while view:
                     written = os.write(fd, view)
                     view = view[written:]
