@@ -79,6 +79,13 @@ PARTS = f"{RESULTS}/parts"
 # chain job before views jobs that are ready at the same moment, or the views of
 # a big field hold every core while the index waits (the full SDC1 field: 40 s).
 CRITICAL_PATH = 10
+# The index needs both the staged sources and every part's manifest. The parts
+# of a field cut in parts go before the sources' staging (after the ingest): the
+# field's cutouts, then its views, are ready early and the staging runs beside
+# the views. Full SDC1 field, 2 cores: cutouts 22.2 -> 14.8 s, the index started
+# 22.9 / 23.0 s into the build either way. A field cut by one job keeps no priority.
+CUTOUT_PARTS_FIRST = CRITICAL_PATH - 3
+STAGING = CRITICAL_PATH - 5
 
 
 def fields_regex(fields):

@@ -48,6 +48,7 @@ rule cutouts_part:
         f"{RESULTS}/benchmarks/cutouts/{{field}}/{{part}}.tsv"
     wildcard_constraints:
         field=SPLIT_FIELDS,
+    priority: CUTOUT_PARTS_FIRST
     conda:
         "../envs/dataset.yaml"
     params:

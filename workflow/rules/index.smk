@@ -12,7 +12,7 @@ rule index_sources:
         f"{RESULTS}/logs/index_sources.log",
     benchmark:
         f"{RESULTS}/benchmarks/index_sources.tsv"
-    priority: CRITICAL_PATH
+    priority: STAGING
     conda:
         "../envs/postgis.yaml"
     params:
