@@ -273,8 +273,9 @@ def make_cutouts(image_path: str | Path, out_dir: str | Path, manifest_path: str
             for y0, y1, band_tiles in bands:
                 bx0 = min(t.x0 for t in band_tiles)
                 bx1 = max(t.x1 for t in band_tiles)
-                # overwritten by the next band's read; the image's pages leave the cache once read
-                band = image.read(y0, y1, bx0, bx1, buffer=band_buffer, drop_behind=True)
+                # overwritten by the next band's read; the image's pages leave the cache once read; in the
+                # file's byte order (FITS: big-endian), which the cutout files store: no swapping pass
+                band = image.read(y0, y1, bx0, bx1, buffer=band_buffer, drop_behind=True, native=False)
                 # the band's footprints and centres in one WCS call each
                 tx0, ty0, tx1, ty1 = (np.array([getattr(t, c) for t in band_tiles]) for c in ("x0", "y0", "x1", "y1"))
                 band_ra, band_dec = footprints(image.wcs, tx0, ty0, tx1, ty1)

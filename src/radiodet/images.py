@@ -120,8 +120,8 @@ class SkyImage:
         return self.data.shape  # (ny, nx)
 
     def read(self, y0: int, y1: int, x0: int = 0, x1: int | None = None, *,
-             buffer: BandBuffer | None = None, drop_behind: bool = False) -> np.ndarray:
-        """Rows [y0, y1) and columns [x0, x1) as native-endian float32.
+             buffer: BandBuffer | None = None, drop_behind: bool = False, native: bool = True) -> np.ndarray:
+        """Rows [y0, y1) and columns [x0, x1) as float32, native-endian unless ``native`` is False.
 
         Whole rows are read with one positioned read from the file rather
         than through the memory map, so the pages do not stay mapped into the
@@ -131,6 +131,12 @@ class SkyImage:
         ``buffer``: read into this reused memory (float32 images without
         BSCALE/BZERO: byte-swapped in place, no copy); the array returned
         then lives in the buffer and the next read into it overwrites it.
+
+        ``native=False``: a float32 image read in place into ``buffer`` comes
+        back in the file's byte order (FITS: big-endian), the same values
+        without a byte-swapping pass over the band, for a caller whose next
+        step copies the pixels anyway (a copy converts the byte order as it
+        goes, no slower). Otherwise it changes nothing.
 
         ``drop_behind``: once read, the rows leave the page cache
         (``posix_fadvise(POSIX_FADV_DONTNEED)``), for a stage that reads a
@@ -166,7 +172,7 @@ class SkyImage:
         rows = np.frombuffer(raw, dtype=dtype).reshape(y1 - y0, nx)
         if not in_place:
             return self._physical(rows[:, x0:x1])
-        if not dtype.isnative:
+        if native and not dtype.isnative:
             rows.byteswap(inplace=True)
             rows = rows.view(dtype.newbyteorder("="))
         return rows[:, x0:x1]
@@ -338,7 +344,9 @@ def robust_rms(values: np.ndarray, mask: np.ndarray | None = None) -> tuple[floa
     """
     if mask is None:
         mask = np.isfinite(values)
-    finite = values.flatten() if mask.all() else values[mask]  # a copy either way: _median reorders it
+    native = values.dtype.newbyteorder("=")  # the same values; sorting wants the machine's byte order
+    # a copy either way (_median reorders it), C-ordered, so ravel() is a view of it
+    finite = values.astype(native).ravel() if mask.all() else values[mask].astype(native, copy=False)
     if finite.size == 0:
         return float("nan"), float("nan")
     median = _median(finite)

@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-from astropy.io import fits
 
 from .errors import ImageError
 from .geometry import normalise_ra
-from .images import Beam, celestial_wcs
 from .schema import read_frame, read_parquet_metadata
 
-if TYPE_CHECKING:  # imported where it is used: the cutout and view jobs never need it
+if TYPE_CHECKING:  # imported where they are used: pandas by no cutout or view job, astropy by no gathering job
     import pandas as pd
+
+    from .images import Beam
 
 __all__ = ["MANIFEST_COLUMNS", "field_wcs", "field_beam", "field_shape", "read_manifests", "footprints",
            "format_polygon", "cutout_dir_in_manifest"]
@@ -60,6 +60,10 @@ def cutout_dir_in_manifest(cutout_dir: Path, manifest_path: Path) -> Path:
 
 def field_wcs(manifest_path: str | Path):
     """Celestial WCS of the parent image of a manifest (0-based pixels as everywhere)."""
+    from astropy.io import fits
+
+    from .images import celestial_wcs
+
     header = fits.Header.fromstring(read_parquet_metadata(manifest_path)["wcs_header"])
     return celestial_wcs(header, manifest_path)
 
@@ -69,6 +73,8 @@ def field_beam(manifest_path: str | Path) -> Beam:
     beam = read_parquet_metadata(manifest_path).get("beam_arcsec")
     if not beam:
         raise ImageError(manifest_path, "the field's image has no beam (BMAJ/BMIN); set image.beam in the config")
+    from .images import Beam
+
     return Beam(*beam)
 
 

@@ -24,7 +24,6 @@ import pyarrow as pa
 
 from .atomic import atomic_directory, atomic_path, link_files, write_json
 from .errors import ImageError
-from .images import image_shape
 from .manifest import MANIFEST_COLUMNS, cutout_dir_in_manifest
 from .schema import read_parquet_metadata, read_table, write_parquet
 from .tiling import count_parts
@@ -43,6 +42,8 @@ def planned_parts(image_path: str | Path | None, cutouts: dict, *,
     rule) and has no ``shape`` is cut by one job.
     """
     if shape is None and image_path is not None:
+        from .images import image_shape  # here: the gathering jobs need no astropy (a quarter of their time)
+
         shape = image_shape(image_path)
     if shape is None:
         return 1

@@ -100,8 +100,8 @@ def scale(data: np.ndarray, vmin: float, vmax: float, config: ViewConfig, *, out
           stretch=None) -> np.ndarray:
     """Data -> float32 in [0, 1] (clipped interval, then stretch); NaN -> 0.
 
-    ``out``: a float32 array of the shape of ``data`` (float32 too) to
-    compute in, returned; ``stretch``: ``_stretch(config)`` made once by a
+    ``out``: a float32 array of the shape of ``data`` (float32 too, of
+    either byte order) to compute in, returned; ``stretch``: ``_stretch(config)`` made once by a
     caller scaling many cutouts. The values are the same either way: the
     same ufuncs on the same float32 values, in place.
     """
@@ -109,8 +109,9 @@ def scale(data: np.ndarray, vmin: float, vmax: float, config: ViewConfig, *, out
     if out is None:
         normed = ManualInterval(vmin, vmax)(np.nan_to_num(data, nan=vmin), clip=True)
         return stretch(normed, clip=True).astype(np.float32)
-    if data.dtype != np.float32 or out.dtype != np.float32:
-        raise TypeError(f"in-place scaling takes float32 data and output, not {data.dtype} and {out.dtype}")
+    if data.dtype.newbyteorder("=") != np.float32 or out.dtype != np.float32:
+        raise TypeError(f"in-place scaling takes float32 data and a native float32 output, not {data.dtype} and "
+                        f"{out.dtype}")
     np.copyto(out, data)
     # NaN -> vmin; an infinity is left for the clip (nan_to_num's finite stand-ins clip the same way)
     np.copyto(out, out.dtype.type(vmin), where=np.isnan(out))
@@ -195,7 +196,8 @@ def _write_bands(image_path: Path, plane: tuple[int, ...] | None, bands: list[Ba
     with open_image(image_path, plane=plane) as image, DropBehind() as files:
         for y0, y1, cutouts in bands:
             x_start, x_stop = min(c[1] for c in cutouts), max(c[2] for c in cutouts)
-            band = image.read(y0, y1, x_start, x_stop, buffer=band_buffer, drop_behind=True)
+            # in the file's byte order: scale()'s first copy converts it
+            band = image.read(y0, y1, x_start, x_stop, buffer=band_buffer, drop_behind=True, native=False)
             if band.shape[0] != y1 - y0:
                 raise InputError(image.path, f"rows {y0}..{y1} of a cutout lie outside the image "
                                              f"({image.shape[1]} x {image.shape[0]}): not the image that was cut?")
