@@ -569,3 +569,37 @@ def test_the_index_of_a_field_s_parts_equals_the_index_of_the_gathered_field(tmp
     pairs, ownership = outputs["parts"]
     assert len(pairs) > 15000 and set(pairs["field"]) == {"a"}
     assert ownership.groupby("field")["owned"].all().to_dict() == {"a": True, "b": False}
+
+
+@pytest.mark.parametrize("cores, workers", [(None, None), (1, "0"), (2, "1"), (4, "3")])
+def test_the_private_server_s_parallel_workers_fit_the_job_s_cores(cores, workers):
+    from pathlib import Path
+
+    from radiodet.db import _server_options
+
+    options = _server_options(Path("/tmp/sock"), cores)
+    assert "fsync=off" in options and "listen_addresses=''" in options
+    assert ("max_parallel_workers" in options) == (workers is not None)
+    if workers is not None:
+        assert options.endswith(f"-c max_parallel_workers={workers}")
+
+
+def test_a_private_server_for_one_core_runs_no_parallel_worker(postgis_url):
+    # a real server started with the option: the setting the planner and index builds read
+    import shutil
+
+    from conftest import world_readable_tmpdir
+
+    from radiodet.db import engine_for, private_server
+
+    base = world_readable_tmpdir("radiodet-cores-")
+    try:
+        with private_server(base / "postgis", cores=1) as url:
+            engine = engine_for(url)
+            try:
+                with engine.connect() as conn:
+                    assert conn.execute(sa.text("SHOW max_parallel_workers")).scalar() == "0"
+            finally:
+                engine.dispose()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

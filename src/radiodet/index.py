@@ -518,7 +518,7 @@ def _stage_lock(schema: str, survey: str) -> int:
 
 def stage_sources(sources_path: str | Path, images: list[tuple[str, str | Path]], marker_path: str | Path, *,
                   survey: str, database_url: str | None, private_dir: str | Path, schema: str = "radiodet",
-                  margin_px: float = 2.0, postgres_bin: str | None = None) -> dict:
+                  margin_px: float = 2.0, postgres_bin: str | None = None, cores: int | None = None) -> dict:
     """Load a survey's sources and their plane points into staged tables, before its cutouts exist.
 
     The index stage's slowest part that needs no cutout (the binary COPY of
@@ -539,6 +539,8 @@ def stage_sources(sources_path: str | Path, images: list[tuple[str, str | Path]]
     marker_path : str or Path
         JSON written after the commit: survey, schema, a random token (also
         the staged points table's comment), the planes and the counts.
+    cores : int, optional
+        The job's cores, as for :func:`build_index`.
 
     Returns
     -------
@@ -550,7 +552,7 @@ def stage_sources(sources_path: str | Path, images: list[tuple[str, str | Path]]
     sources = read_sources(sources_path, columns=["source_id", "ra", "dec"])
     planes = image_planes(images, margin_px)
     token = uuid.uuid4().hex
-    with database(database_url, private_dir=private_dir, postgres_bin=postgres_bin) as engine:
+    with database(database_url, private_dir=private_dir, postgres_bin=postgres_bin, cores=cores) as engine:
         names = _Names(engine, schema, survey)
         _ensure_schema(engine, schema)
         with engine.begin() as conn:
@@ -768,7 +770,7 @@ def build_index(sources_path: str | Path, manifest_paths: list[str | Path],
                 private_dir: str | Path, schema: str = "radiodet", margin_px: float = 2.0,
                 postgres_bin: str | None = None, cutouts_output: str | Path | None = None,
                 centres: dict[str, tuple[float, float] | None] | None = None, allow_empty: bool = False,
-                stage_path: str | Path | None = None) -> dict:
+                stage_path: str | Path | None = None, cores: int | None = None) -> dict:
     """Index a survey; write the assignments, the cutout ownership and a JSON summary.
 
     Parameters
@@ -788,6 +790,9 @@ def build_index(sources_path: str | Path, manifest_paths: list[str | Path],
     margin_px : float
         Cutout footprints are grown by this many pixels before the join, so a
         source on a cutout's edge is assigned to it.
+    cores : int, optional
+        The job's cores: a private server runs at most ``cores - 1`` parallel
+        workers (:func:`radiodet.db.private_server`).
     cutouts_output : str or Path, optional
         Cutout ownership (Parquet): which field owns each cutout where
         mosaics overlap (the nearest field centre).
@@ -822,7 +827,7 @@ def build_index(sources_path: str | Path, manifest_paths: list[str | Path],
     def read() -> pd.DataFrame:
         return read_sources(sources_path, columns=["source_id", "ra", "dec"])
 
-    with database(database_url, private_dir=private_dir, postgres_bin=postgres_bin) as engine:
+    with database(database_url, private_dir=private_dir, postgres_bin=postgres_bin, cores=cores) as engine:
         assigned, ownership = load_and_assign(engine, read if stage_token else read(), cutouts, survey=survey,
                                               schema=schema, points=points, centres=centre_table,
                                               stage_token=stage_token)

@@ -15,6 +15,8 @@ rule index_sources:
     priority: STAGING
     conda:
         "../envs/postgis.yaml"
+    # a private PostGIS server runs at most threads - 1 parallel workers (radiodet.db)
+    threads: 1
     params:
         survey=SURVEY,
         fields=FIELD_NAMES,  # the images' fields, in the same order
@@ -41,6 +43,8 @@ rule index:
     priority: CRITICAL_PATH
     conda:
         "../envs/postgis.yaml"
+    # a private PostGIS server runs at most threads - 1 parallel workers (radiodet.db)
+    threads: 1
     params:
         survey=SURVEY,
         centres=field_centres(),
