@@ -49,6 +49,14 @@ def test_what_a_short_writev_leaves_is_written_after_it(tmp_path, monkeypatch, a
     assert files.bytes == 5000 + 3600 + 3
 
 
+def test_more_chunks_than_one_writev_takes(tmp_path):
+    # Linux refuses a writev of more than IOV_MAX (1024) buffers: the rest are written after it
+    chunks = [bytes([k % 251]) * (k % 7 + 1) for k in range(2 * max(streaming._IOV_MAX, 1024) + 3)]
+    with DropBehind() as files:
+        files.write(tmp_path / "many.bin", *chunks)
+    assert (tmp_path / "many.bin").read_bytes() == b"".join(chunks)
+
+
 def test_the_same_bytes_without_drop_behind(tmp_path):
     chunks = (b"x" * 5000, np.ones((30, 30), np.float32).data)
     with DropBehind(enabled=False) as plain, DropBehind() as streamed:

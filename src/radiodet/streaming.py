@@ -44,6 +44,10 @@ log = logging.getLogger(__name__)
 #: bytes written but not yet dropped from the page cache: a few bands of cutouts
 DEFAULT_WINDOW_BYTES = 64 << 20
 
+#: the most buffers one writev takes (Linux: 1024); 0 where there is no writev
+_IOV_MAX = (os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in getattr(os, "sysconf_names", {}) else 16) \
+    if hasattr(os, "writev") else 0
+
 # sync_file_range(2) flags
 _WAIT_BEFORE, _WRITE, _WAIT_AFTER = 1, 2, 4
 
@@ -103,9 +107,10 @@ class DropBehind:
         size = 0
         try:
             views = [memoryview(chunk).cast("B") for chunk in chunks]
-            size = os.writev(fd, views) if hasattr(os, "writev") and views else 0  # one system call for all
+            # one system call for (at most IOV_MAX of) the chunks
+            size = os.writev(fd, views[:_IOV_MAX]) if _IOV_MAX and views else 0
             skip = size
-            for view in views:  # whatever a short writev left (or everything, without writev)
+            for view in views:  # whatever writev left: a short write, chunks past IOV_MAX, or all without writev
                 if skip >= len(view):
                     skip -= len(view)
                     continue
