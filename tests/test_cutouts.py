@@ -455,3 +455,17 @@ def test_the_cutout_and_view_jobs_do_not_import_pandas():
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pandas'))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]"
+
+
+def test_a_first_card_left_to_astropy_leaves_the_later_ones_to_the_fast_layout(caplog):
+    # a cutout id too long for one card (astropy continues it) says nothing about the short ones after it
+    header = fits.Header([(key, "x" if key in ("CUTID", "SPLIT") else 0.0, "c")
+                          for key in cutouts._CutoutWriter.VARYING])
+    writer = cutouts._CutoutWriter(header, (4, 4), files=None)
+    long_id = "f" * 70
+    expected = fits.Card("CUTID", long_id, "cutout id").image  # with CONTINUE cards
+    assert writer.card_image("CUTID", long_id, "cutout id") == expected and len(expected) > 80
+    assert "CUTID" not in writer._simple
+    assert writer.card_image("CUTID", "f_x00001_y00002", "cutout id") == fits.Card("CUTID", "f_x00001_y00002",
+                                                                                  "cutout id").image
+    assert writer._simple["CUTID"] is True and "differs" not in caplog.text

@@ -95,8 +95,8 @@ class _CutoutWriter:
         of cutouts: those are formatted by astropy once per distinct (key,
         value, comment); the value's type is part of the key (``1 == 1.0`` in
         Python, but the cards differ). The others (the cutout id, the noise)
-        are new for every cutout and laid out by :func:`_simple_card`, which
-        the first card of each keyword checks against astropy's.
+        are new for every cutout and laid out by :func:`_simple_card`: the
+        first card of each keyword it lays out is checked against astropy's.
         """
         if key in self.REPEATING:
             cache_key = (key, type(value), value, comment)
@@ -107,7 +107,7 @@ class _CutoutWriter:
                     self._images[cache_key] = image
             return image
         image = _simple_card(key, value, comment) if self._simple.get(key, True) else None
-        if key not in self._simple:  # the first card of this keyword: does the layout agree with astropy's?
+        if image is not None and key not in self._simple:  # the first laid out here: is it astropy's?
             reference = fits.Card(key, value, comment).image
             self._simple[key] = image == reference
             if image != reference:

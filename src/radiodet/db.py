@@ -236,7 +236,8 @@ def private_server(root: str | Path, *, postgres_bin: str | None = None, cores: 
     ``cores``: the cores the job may use (its Snakemake threads); the
     server's parallel workers (queries and index builds) are then at most
     ``cores - 1`` besides the backend (:func:`_server_options`). None keeps
-    PostgreSQL's defaults.
+    PostgreSQL's defaults. A server left running by an interrupted job is
+    used with the settings it was started with.
     """
     root = Path(root).resolve()
     bindir = _postgres_bindir(postgres_bin)

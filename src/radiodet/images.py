@@ -346,7 +346,7 @@ def robust_rms(values: np.ndarray, mask: np.ndarray | None = None) -> tuple[floa
         mask = np.isfinite(values)
     native = values.dtype.newbyteorder("=")  # the same values; sorting wants the machine's byte order
     # a copy either way (_median reorders it), C-ordered, so ravel() is a view of it
-    finite = values.astype(native).ravel() if mask.all() else values[mask].astype(native, copy=False)
+    finite = values.astype(native, order="C").ravel() if mask.all() else values[mask].astype(native, copy=False)
     if finite.size == 0:
         return float("nan"), float("nan")
     median = _median(finite)
