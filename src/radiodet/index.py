@@ -395,18 +395,21 @@ def source_point_records(sources: pd.DataFrame, planes: pd.DataFrame, *,
     source_id = sources["source_id"].to_numpy(np.int64)
     # few fields: one dot product per source and field; many: a KD-tree of the sources
     use_tree = len(planes) * len(ra) > _KD_TREE_ABOVE
-    centres = {field: _unit([plane["plane_ra"]], [plane["plane_dec"]])[0] for field, plane in planes.iterrows()}
+    # each field's centre as a unit vector and its radius (padded against rounding at the farthest
+    # vertex) as the least dot product and the longest chord from the centre, worked out once
+    reach = {}
+    for field, plane in planes.iterrows():
+        radius = np.deg2rad(plane["plane_radius"] + 1e-6)
+        reach[field] = _unit([plane["plane_ra"]], [plane["plane_dec"]])[0], np.cos(radius), 2.0 * np.sin(radius / 2.0)
     near_by_chunk: dict[str, list[np.ndarray]] = {field: [] for field in planes.index}
     for start in range(0, len(ra), chunk):
         units = _unit(ra[start:start + chunk], dec[start:start + chunk])
         tree = cKDTree(units) if use_tree else None
-        for field, plane in planes.iterrows():
-            radius = np.deg2rad(plane["plane_radius"] + 1e-6)  # padded against rounding at the farthest vertex
+        for field, (centre, least_dot, chord) in reach.items():
             if tree is None:
-                near = np.flatnonzero(units @ centres[field] >= np.cos(radius))
+                near = np.flatnonzero(units @ centre >= least_dot)
             else:
-                near = np.sort(np.asarray(tree.query_ball_point(centres[field], 2.0 * np.sin(radius / 2.0)),
-                                          dtype=np.int64))
+                near = np.sort(np.asarray(tree.query_ball_point(centre, chord), dtype=np.int64))
             near_by_chunk[field].append(near + start)
     records = []
     for field, plane in planes.iterrows():

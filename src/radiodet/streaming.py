@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 #: bytes written but not yet dropped from the page cache: a few bands of cutouts
 DEFAULT_WINDOW_BYTES = 64 << 20
 
-#: the most buffers one writev takes (Linux: 1024); 0 where there is no writev
+#: the most buffers one writev takes (Linux: 1024; POSIX's least, 16, where the system does not say);
+#: 0 where there is no writev
 _IOV_MAX = (os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in getattr(os, "sysconf_names", {}) else 16) \
     if hasattr(os, "writev") else 0
 
